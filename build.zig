@@ -1,0 +1,106 @@
+// The only build description. Zig is our C toolchain; C libraries come
+// from Debian's -dev packages. Zig version pinned in tools/dev/bootstrap.
+//
+//   zig build                          debug build of spool, tests and tools
+//   zig build -Doptimize=ReleaseFast   what `tools/dev/serve` and benchmarks use
+//   zig build -Dsanitize=true          AddressSanitizer + UBSan (the test build)
+//   zig build test                     builds and runs the unit tests
+const std = @import("std");
+
+const system_libs = [_][]const u8{
+    "lmdb", "uv", "msgpackc", "h2o", "curl", "ssl", "crypto", "jansson", "xxhash", "zstd", "yaml", "git2", "pthread", "m",
+};
+
+// The sanitizer runtime comes from Debian's libclang-rt-14-dev: Zig does
+// not ship one, and LLVM keeps the ASan ABI (v8) stable across versions.
+const asan_runtime = "/usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.asan-x86_64.a";
+
+fn collectC(b: *std.Build, dir: []const u8, skip: []const []const u8) []const []const u8 {
+    var list = std.ArrayList([]const u8).init(b.allocator);
+    var d = b.build_root.handle.openDir(dir, .{ .iterate = true }) catch return list.items;
+    defer d.close();
+    var walker = d.walk(b.allocator) catch @panic("oom");
+    defer walker.deinit();
+    outer: while (walker.next() catch null) |entry| {
+        if (entry.kind != .file or !std.mem.endsWith(u8, entry.path, ".c")) continue;
+        const path = b.fmt("{s}/{s}", .{ dir, entry.path });
+        for (skip) |s| if (std.mem.startsWith(u8, path, s)) continue :outer;
+        list.append(b.dupe(path)) catch @panic("oom");
+    }
+    std.mem.sort([]const u8, list.items, {}, struct {
+        fn lt(_: void, a: []const u8, c: []const u8) bool {
+            return std.mem.lessThan(u8, a, c);
+        }
+    }.lt);
+    return list.items;
+}
+
+const Ctx = struct {
+    b: *std.Build,
+    target: std.Build.ResolvedTarget,
+    optimize: std.builtin.OptimizeMode,
+    sanitize: bool,
+    flags: []const []const u8,
+};
+
+fn linkDeps(ctx: Ctx, c: *std.Build.Step.Compile) void {
+    c.linkLibC();
+    c.addLibraryPath(.{ .cwd_relative = "/usr/lib/x86_64-linux-gnu" });
+    for (system_libs) |l| c.linkSystemLibrary2(l, .{ .use_pkg_config = .no });
+    if (ctx.sanitize) {
+        c.addObjectFile(.{ .cwd_relative = asan_runtime });
+        c.linkSystemLibrary2("gcc_s", .{ .use_pkg_config = .no });
+        c.linkSystemLibrary2("dl", .{ .use_pkg_config = .no });
+        c.linkSystemLibrary2("rt", .{ .use_pkg_config = .no });
+        c.rdynamic = true;
+    }
+}
+
+fn program(ctx: Ctx, core: *std.Build.Step.Compile, name: []const u8, files: []const []const u8) *std.Build.Step.Compile {
+    const exe = ctx.b.addExecutable(.{ .name = name, .target = ctx.target, .optimize = ctx.optimize });
+    exe.root_module.sanitize_c = if (ctx.sanitize) false else null;
+    exe.addCSourceFiles(.{ .files = files, .flags = ctx.flags });
+    exe.addIncludePath(ctx.b.path("src"));
+    exe.linkLibrary(core);
+    linkDeps(ctx, exe);
+    ctx.b.installArtifact(exe);
+    return exe;
+}
+
+pub fn build(b: *std.Build) void {
+    const target = b.standardTargetOptions(.{ .default_target = .{
+        .cpu_arch = .x86_64,
+        .os_tag = .linux,
+        .abi = .gnu,
+        .glibc_version = .{ .major = 2, .minor = 36, .patch = 0 },
+    } });
+    const optimize = b.standardOptimizeOption(.{});
+    const sanitize = b.option(bool, "sanitize", "build with AddressSanitizer and UBSan") orelse false;
+
+    var flags = std.ArrayList([]const u8).init(b.allocator);
+    flags.appendSlice(&.{
+        "-std=gnu11",          "-Wall",       "-Wextra",                        "-Werror", "-Wno-unused-parameter",
+        "-fno-omit-frame-pointer", "-D_GNU_SOURCE", "-idirafter", "/usr/include", "-idirafter",
+        "/usr/include/x86_64-linux-gnu",
+    }) catch @panic("oom");
+    if (sanitize) flags.appendSlice(&.{
+        "-fsanitize=undefined", "-fsanitize=address", "-fno-sanitize-trap=all", "-DSPOOL_SANITIZE=1",
+    }) catch @panic("oom");
+    const ctx = Ctx{ .b = b, .target = target, .optimize = optimize, .sanitize = sanitize, .flags = flags.items };
+
+    const core = b.addStaticLibrary(.{ .name = "spoolcore", .target = target, .optimize = optimize });
+    core.root_module.sanitize_c = if (sanitize) false else null;
+    core.addCSourceFiles(.{ .files = collectC(b, "src", &.{"src/main.c"}), .flags = flags.items });
+    core.linkLibC();
+
+    _ = program(ctx, core, "spool", &.{"src/main.c"});
+    const tests = program(ctx, core, "spool-test", collectC(b, "tests", &.{"tests/e2e"}));
+    for (collectC(b, "tools/bench", &.{})) |f| {
+        const base = std.fs.path.stem(f);
+        _ = program(ctx, core, b.fmt("bench-{s}", .{base}), b.allocator.dupe([]const u8, &.{f}) catch @panic("oom"));
+    }
+
+    const run = b.addRunArtifact(tests);
+    if (b.args) |args| run.addArgs(args);
+    b.step("test", "run the unit tests").dependOn(&run.step);
+}

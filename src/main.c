@@ -1,0 +1,35 @@
+/* spool: one binary, many subcommands. */
+#include "cli/cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const char usage[] = "usage: spool <command> [options]\n"
+                            "\n"
+                            "Commands:\n"
+                            "  serve        run the server (event log, projections, HTTP API)\n"
+                            "  log          tail, verify or append to the event log\n"
+                            "  version      print the version\n"
+                            "\n"
+                            "Run `spool <command> --help` for a command's options.\n";
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(usage, stderr);
+        return CLI_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        fputs(usage, stdout);
+        return CLI_OK;
+    }
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("spool %s\n", SP_VERSION);
+        return CLI_OK;
+    }
+    if (strcmp(cmd, "serve") == 0) return cli_serve(argc - 1, argv + 1);
+    if (strcmp(cmd, "log") == 0) return cli_log(argc - 1, argv + 1);
+    fprintf(stderr, "spool: unknown command \"%s\"\n%s", cmd, usage);
+    return CLI_USAGE;
+}
