@@ -14,15 +14,12 @@ atomic_long sp_handles_live;
 const char *sp_strerror(int code)
 {
     switch (code) {
-    case 0:
-        return "success";
+    case 0: return "success";
 #define SP__CASE(name, value, msg)                                                                                     \
-    case name:                                                                                                         \
-        return msg;
+    case name: return msg;
         SP_ERRORS(SP__CASE)
 #undef SP__CASE
-    default:
-        break;
+    default: break;
     }
     if (code < 0 && code > -4096) return strerror(-code);
     return "unknown error";

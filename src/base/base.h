@@ -21,20 +21,20 @@
 /* ---- errors ------------------------------------------------------------
  * Fallible functions return 0 or a negative code: one of SP_E* below or a
  * negated errno. The table is the single source of names and messages. */
-#define SP_ERRORS(X)                                                                    \
-    X(SP_ENOTFOUND, -1000, "not found")                                                 \
-    X(SP_EEXIST, -1001, "already exists")                                               \
-    X(SP_EINVAL, -1002, "invalid argument")                                             \
-    X(SP_ECORRUPT, -1003, "corrupt record")                                             \
-    X(SP_EFULL, -1004, "storage is full")                                               \
-    X(SP_EFAILED, -1005, "writer has failed; reopen the log")                           \
-    X(SP_ECLOSED, -1006, "closed")                                                      \
-    X(SP_ETOOBIG, -1007, "too large")                                                   \
-    X(SP_EUNKNOWN_TYPE, -1008, "unknown event type")                                    \
-    X(SP_EVERSION, -1009, "unsupported version")                                        \
-    X(SP_ELOCKED, -1010, "locked by another process")                                   \
-    X(SP_EIO, -1011, "input/output error")                                              \
-    X(SP_ETIMEDOUT, -1012, "timed out")                                                 \
+#define SP_ERRORS(X)                                                                                                   \
+    X(SP_ENOTFOUND, -1000, "not found")                                                                                \
+    X(SP_EEXIST, -1001, "already exists")                                                                              \
+    X(SP_EINVAL, -1002, "invalid argument")                                                                            \
+    X(SP_ECORRUPT, -1003, "corrupt record")                                                                            \
+    X(SP_EFULL, -1004, "storage is full")                                                                              \
+    X(SP_EFAILED, -1005, "writer has failed; reopen the log")                                                          \
+    X(SP_ECLOSED, -1006, "closed")                                                                                     \
+    X(SP_ETOOBIG, -1007, "too large")                                                                                  \
+    X(SP_EUNKNOWN_TYPE, -1008, "unknown event type")                                                                   \
+    X(SP_EVERSION, -1009, "unsupported version")                                                                       \
+    X(SP_ELOCKED, -1010, "locked by another process")                                                                  \
+    X(SP_EIO, -1011, "input/output error")                                                                             \
+    X(SP_ETIMEDOUT, -1012, "timed out")                                                                                \
     X(SP_EGAP, -1013, "sequence gap")
 
 enum {
@@ -112,13 +112,13 @@ void sp_uuid4(char out[37]);
 typedef enum { SP_LOG_DEBUG, SP_LOG_INFO, SP_LOG_WARN, SP_LOG_ERROR } sp_log_level_t;
 void sp_log_set_level(sp_log_level_t level);
 void sp_log(sp_log_level_t level, const char *mod, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-#define sp_info(mod, ...) sp_log(SP_LOG_INFO, mod, __VA_ARGS__)
-#define sp_warn(mod, ...) sp_log(SP_LOG_WARN, mod, __VA_ARGS__)
+#define sp_info(mod, ...)  sp_log(SP_LOG_INFO, mod, __VA_ARGS__)
+#define sp_warn(mod, ...)  sp_log(SP_LOG_WARN, mod, __VA_ARGS__)
 #define sp_error(mod, ...) sp_log(SP_LOG_ERROR, mod, __VA_ARGS__)
 
 /* ---- misc ---------------------------------------------------------------- */
-#define SP_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
-#define sp_container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define SP_ARRAY_LEN(a)                    (sizeof(a) / sizeof((a)[0]))
+#define sp_container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 /* Constant-time comparison of two byte strings (length is not secret). */
 bool sp_ct_equal(const void *a, size_t an, const void *b, size_t bn);

@@ -13,8 +13,8 @@ int cli_serve(int argc, char **argv);
 int cli_log(int argc, char **argv);
 
 /* Shared helpers */
-#define CLI_OK 0
-#define CLI_FAIL 1
+#define CLI_OK    0
+#define CLI_FAIL  1
 #define CLI_USAGE 2
 
 /* The data directory: --data, else $SPOOL_DATA, else ./data. */

@@ -12,15 +12,14 @@
 #include <sys/inotify.h>
 #include <unistd.h>
 
-static const char log_usage[] =
-    "usage: spool log <command> [options]\n"
-    "\n"
-    "Commands:\n"
-    "  tail [--from SEQ] [--follow] [--json]   print events\n"
-    "  verify                                   check contiguity, decoding and checksums\n"
-    "  append TYPE JSON                         append one event (validated)\n"
-    "\n"
-    "Every command takes --data DIR (default $SPOOL_DATA, else ./data) and --help.\n";
+static const char log_usage[] = "usage: spool log <command> [options]\n"
+                                "\n"
+                                "Commands:\n"
+                                "  tail [--from SEQ] [--follow] [--json]   print events\n"
+                                "  verify                                   check contiguity, decoding and checksums\n"
+                                "  append TYPE JSON                         append one event (validated)\n"
+                                "\n"
+                                "Every command takes --data DIR (default $SPOOL_DATA, else ./data) and --help.\n";
 
 static const char tail_usage[] = "usage: spool log tail [--data DIR] [--from SEQ] [--follow] [--json]\n"
                                  "\n"

@@ -105,7 +105,8 @@ int cli_serve(int argc, char **argv)
         return CLI_FAIL;
     }
     server_t s = {.loop = uv_default_loop()};
-    http_opts_t ho = {.loop = s.loop, .log = log, .proj = proj, .listen = listen, .admin_socket = cli_admin_socket(data)};
+    http_opts_t ho = {
+        .loop = s.loop, .log = log, .proj = proj, .listen = listen, .admin_socket = cli_admin_socket(data)};
     if ((rc = http_open(&s.http, &ho, err, sizeof err)) != 0) {
         fprintf(stderr, "spool serve: %s\n", err);
         proj_close(proj);

@@ -114,8 +114,8 @@ int http__append(http_t *h, h2o_req_t *req)
     char err[512];
     sp_buf_t body = {0};
     int type;
-    int rc = ingest_append_request(req->entity.base ? req->entity.base : "", req->entity.len, &type, &body, err,
-                                   sizeof err);
+    int rc =
+        ingest_append_request(req->entity.base ? req->entity.base : "", req->entity.len, &type, &body, err, sizeof err);
     if (rc != 0) {
         http__reply_error(h, req, status_for(rc), "%s", err);
         sp_buf_free(&body);

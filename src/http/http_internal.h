@@ -25,9 +25,10 @@ struct http {
     uv_async_t views_async; /* the projector applied more events */
     _Atomic uint64_t applied;
     http__pending_t *waiting; /* appended, waiting for the views */
-    size_t inflight;
+    size_t inflight;          /* appends waiting for the log or the views */
+    size_t conns;             /* open client connections */
 
-    bool draining;
+    bool draining, idle_grace, conns_abandoned;
     void (*drained_cb)(void *);
     void *drained_arg;
     uv_timer_t drain_timer;
@@ -54,7 +55,8 @@ extern const size_t http__nroutes;
 /* Replies with body (copied) and a Content-Length. */
 void http__reply(http_t *h, h2o_req_t *req, int status, const char *ctype, const void *body, size_t len);
 /* Replies {"message": msg} with status. */
-void http__reply_error(http_t *h, h2o_req_t *req, int status, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void http__reply_error(http_t *h, h2o_req_t *req, int status, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 void http__reply_json(http_t *h, h2o_req_t *req, int status, const sp_buf_t *json);
 
 /* Admin append: starts the append; replies later. */

@@ -7,6 +7,7 @@ static int h_health(http_t *h, h2o_req_t *req);
 static int h_ready(http_t *h, h2o_req_t *req);
 static int h_status(http_t *h, h2o_req_t *req);
 static int h_metrics(http_t *h, h2o_req_t *req);
+static int h_views_dump(http_t *h, h2o_req_t *req);
 
 const http__route_t http__routes[] = {
     {"GET", "/health-check", h_health, HTTP__PUBLIC},
@@ -15,6 +16,7 @@ const http__route_t http__routes[] = {
     {"GET", "/status", h_status, HTTP__PUBLIC},
     {"GET", "/metrics", h_metrics, HTTP__PUBLIC},
     {"POST", "/admin/log/append", http__append, HTTP__ADMIN},
+    {"GET", "/admin/views/dump", h_views_dump, HTTP__ADMIN},
 };
 const size_t http__nroutes = SP_ARRAY_LEN(http__routes);
 
@@ -171,8 +173,9 @@ static int h_metrics(http_t *h, h2o_req_t *req)
     sp_buf_t b = {0};
     metric_head(&b, "spool_http_requests_total", "counter", "HTTP requests answered, by status code.");
     for (int s = 100; s < 600; s++)
-        if (h->status_counts[s]) sp_buf_printf(&b, "spool_http_requests_total{code=\"%d\"} %llu\n", s,
-                                               (unsigned long long)h->status_counts[s]);
+        if (h->status_counts[s])
+            sp_buf_printf(&b, "spool_http_requests_total{code=\"%d\"} %llu\n", s,
+                          (unsigned long long)h->status_counts[s]);
     log_stats_t st;
     log_stats(h->opts.log, &st);
     metric_head(&b, "spool_log_head_sequence", "gauge", "Highest durable sequence number of the event log.");
@@ -220,6 +223,20 @@ static int h_metrics(http_t *h, h2o_req_t *req)
     metric_head(&b, "spool_ready", "gauge", "1 when the views have caught up and the server is healthy.");
     sp_buf_printf(&b, "spool_ready %d\n", is_ready(h) ? 1 : 0);
     http__reply(h, req, 200, "text/plain; version=0.0.4; charset=utf-8", b.p, b.n);
+    sp_buf_free(&b);
+    return 0;
+}
+
+/* Every view table as text, for operators and for the test that proves a
+ * rebuild from the log gives identical views. */
+static int h_views_dump(http_t *h, h2o_req_t *req)
+{
+    sp_buf_t b = {0};
+    int rc = proj_dump(h->opts.proj, &b);
+    if (rc != 0)
+        http__reply_error(h, req, 500, "cannot dump the views: %s", sp_strerror(rc));
+    else
+        http__reply(h, req, 200, "text/plain; charset=utf-8", b.p, b.n);
     sp_buf_free(&b);
     return 0;
 }

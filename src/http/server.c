@@ -9,7 +9,8 @@
 #include <unistd.h>
 
 #define DEFAULT_MAX_BODY (8u << 20)
-#define DRAIN_GRACE_MS 10000
+#define DRAIN_GRACE_MS   10000
+#define IDLE_GRACE_MS    1000
 
 static const char *reason_of(int status)
 {
@@ -106,7 +107,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         if (!h2o_memis(path.base, path.len, r->path, strlen(r->path))) continue;
         if (r->access == HTTP__ADMIN && !on_admin_socket(req)) continue;
         path_found = true;
-        bool head_ok = strcmp(r->method, "GET") == 0 && h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
+        bool head_ok =
+            strcmp(r->method, "GET") == 0 && h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
         if (!head_ok && !h2o_memis(req->method.base, req->method.len, r->method, strlen(r->method))) continue;
         return r->handler(h, req);
     }
@@ -121,26 +123,42 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 
 /* ---- listeners ---- */
 
-static void on_close_free(uv_handle_t *handle) { free(handle); }
+/* A client connection's uv handle, with a way back to the server so the
+ * server can count open connections (h2o owns the handle's data field). */
+typedef struct {
+    union {
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    } u;
+    http_t *h;
+} conn_t;
+
+static void on_conn_closed(uv_handle_t *handle)
+{
+    conn_t *c = (conn_t *)handle;
+    http_t *h = c->h;
+    free(c);
+    h->conns--;
+    http__check_drained(h);
+}
 
 static void accept_conn(http_t *h, uv_stream_t *listener, bool is_pipe)
 {
-    uv_stream_t *conn;
+    conn_t *c = sp_xcalloc(1, sizeof *c);
+    c->h = h;
     if (is_pipe) {
-        uv_pipe_t *p = sp_xmalloc(sizeof *p);
-        uv_pipe_init(listener->loop, p, 0);
-        conn = (uv_stream_t *)p;
+        uv_pipe_init(listener->loop, &c->u.pipe, 0);
     } else {
-        uv_tcp_t *t = sp_xmalloc(sizeof *t);
-        uv_tcp_init(listener->loop, t);
-        uv_tcp_nodelay(t, 1);
-        conn = (uv_stream_t *)t;
+        uv_tcp_init(listener->loop, &c->u.tcp);
+        uv_tcp_nodelay(&c->u.tcp, 1);
     }
+    h->conns++;
+    uv_stream_t *conn = (uv_stream_t *)&c->u;
     if (uv_accept(listener, conn) != 0) {
-        uv_close((uv_handle_t *)conn, on_close_free);
+        uv_close((uv_handle_t *)conn, on_conn_closed);
         return;
     }
-    h2o_socket_t *sock = h2o_uv_socket_create(conn, on_close_free);
+    h2o_socket_t *sock = h2o_uv_socket_create(conn, on_conn_closed);
     h2o_accept(&h->accept_ctx, sock);
 }
 
@@ -214,7 +232,8 @@ static int listen_tcp(http_t *h, char *err, size_t errlen)
     }
     uv_tcp_init(h->opts.loop, &h->tcp);
     h->tcp_open = true;
-    if ((rc = uv_tcp_bind(&h->tcp, (struct sockaddr *)&ss, 0)) == 0) rc = uv_listen((uv_stream_t *)&h->tcp, 1024, on_tcp_conn);
+    if ((rc = uv_tcp_bind(&h->tcp, (struct sockaddr *)&ss, 0)) == 0)
+        rc = uv_listen((uv_stream_t *)&h->tcp, 1024, on_tcp_conn);
     if (rc != 0) {
         snprintf(err, errlen, "cannot listen on %s: %s", h->listen, uv_strerror(rc));
         return rc;
@@ -325,14 +344,26 @@ static void stop_listening(http_t *h)
 static void on_drain_timeout(uv_timer_t *t)
 {
     http_t *h = sp_container_of(t, http_t, drain_timer);
-    sp_warn("http", "%zu requests still in flight after %d ms; stopping anyway", h->inflight, DRAIN_GRACE_MS);
+    if (h->inflight)
+        sp_warn("http", "%zu requests still in flight after %d ms; stopping anyway", h->inflight, DRAIN_GRACE_MS);
     h->inflight = 0;
+    h->conns_abandoned = true;
     http__check_drained(h);
 }
 
+/* Requests in flight get DRAIN_GRACE_MS to finish. Idle keep-alive
+ * connections are not waited for long: once nothing is in flight they
+ * get IDLE_GRACE_MS to close, then the server stops anyway. */
 void http__check_drained(http_t *h)
 {
-    if (!h->draining || h->inflight > 0 || h->drained_cb == NULL) return;
+    if (!h->draining || h->drained_cb == NULL || h->inflight > 0) return;
+    if (h->conns > 0 && !h->conns_abandoned) {
+        if (!h->idle_grace) {
+            h->idle_grace = true;
+            uv_timer_start(&h->drain_timer, on_drain_timeout, IDLE_GRACE_MS, 0);
+        }
+        return;
+    }
     void (*cb)(void *) = h->drained_cb;
     h->drained_cb = NULL;
     uv_timer_stop(&h->drain_timer);
@@ -342,8 +373,7 @@ void http__check_drained(http_t *h)
 void http_drain(http_t *h, void (*cb)(void *arg), void *arg)
 {
     stop_listening(h);
-    /* Idle keep-alive connections close now, busy ones after their
-     * response. */
+    /* Busy connections close after their response. */
     h2o_context_request_shutdown(&h->ctx);
     h->draining = true;
     h->drained_cb = cb;
@@ -364,8 +394,15 @@ static void teardown(http_t *h)
     proj_unsubscribe(h->opts.proj, on_views_applied, h);
     stop_listening(h);
     log_ack_close(h->ack);
-    h2o_context_dispose(&h->ctx);
-    h2o_config_dispose(&h->config);
+    /* h2o asserts that no connection holds a timeout at dispose time;
+     * with connections abandoned at shutdown, the process is exiting and
+     * leaves the context alone. */
+    if (h->conns == 0) {
+        h2o_timeout_entry_t *g = &h->ctx.http2._graceful_shutdown_timeout;
+        if (h2o_timeout_is_linked(g)) h2o_timeout_unlink(g);
+        h2o_context_dispose(&h->ctx);
+        h2o_config_dispose(&h->config);
+    }
     /* Free h once its own uv handles have finished closing. */
     h->inflight = 1;
     h->views_async.data = h;

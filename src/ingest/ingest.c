@@ -62,8 +62,7 @@ static int validate(const schema_t *s, json_t *obj, char *err, size_t errlen)
     }
     const char *key;
     json_t *val;
-    json_object_foreach(obj, key, val)
-    {
+    json_object_foreach (obj, key, val) {
         const field_t *f = s->fields;
         while (f->name && strcmp(f->name, key) != 0) f++;
         if (f->name == NULL) {
@@ -103,8 +102,7 @@ static void pack_json(msgpack_packer *pk, json_t *v)
         msgpack_pack_map(pk, json_object_size(v));
         const char *key;
         json_t *val;
-        json_object_foreach(v, key, val)
-        {
+        json_object_foreach (v, key, val) {
             size_t n = strlen(key);
             msgpack_pack_str(pk, n);
             msgpack_pack_str_body(pk, key, n);
@@ -116,7 +114,7 @@ static void pack_json(msgpack_packer *pk, json_t *v)
         msgpack_pack_array(pk, json_array_size(v));
         size_t i;
         json_t *val;
-        json_array_foreach(v, i, val) pack_json(pk, val);
+        json_array_foreach (v, i, val) pack_json(pk, val);
         break;
     }
     case JSON_STRING:
@@ -174,8 +172,8 @@ static int lookup_type(const char *name, int *type, char *err, size_t errlen)
     return 0;
 }
 
-int ingest_event_json(const char *type_name, const char *json, size_t json_len, int *type, sp_buf_t *body,
-                      char *err, size_t errlen)
+int ingest_event_json(const char *type_name, const char *json, size_t json_len, int *type, sp_buf_t *body, char *err,
+                      size_t errlen)
 {
     int t, rc;
     if ((rc = lookup_type(type_name, &t, err, errlen)) != 0) return rc;

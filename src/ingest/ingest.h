@@ -14,8 +14,8 @@
  * encodes it as msgpack into body (appended). On success *type is the
  * type id. On failure returns SP_EINVAL or SP_EUNKNOWN_TYPE with a
  * message in err naming the line and column or the field. */
-int ingest_event_json(const char *type_name, const char *json, size_t json_len, int *type, sp_buf_t *body,
-                      char *err, size_t errlen);
+int ingest_event_json(const char *type_name, const char *json, size_t json_len, int *type, sp_buf_t *body, char *err,
+                      size_t errlen);
 
 /* Parses a request to append: {"type": "...", "body": {...}}. Same
  * contract as ingest_event_json. */

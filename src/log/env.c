@@ -4,7 +4,7 @@
 #include <errno.h>
 #include <sys/stat.h>
 
-#define DEFAULT_MAP (64u << 20)
+#define DEFAULT_MAP   (64u << 20)
 #define MAX_GROW_STEP ((size_t)1 << 30)
 
 int log__err(int rc)

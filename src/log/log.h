@@ -45,8 +45,8 @@ int log_type_lookup(const char *name, size_t n);
 
 /* ---- records ------------------------------------------------------------- */
 #define LOG_RECORD_LAYOUT 1
-#define LOG_MAX_BODY (4u << 20)  /* bodies larger than this are refused */
-#define LOG_MAX_FIELD 256        /* actor and request id */
+#define LOG_MAX_BODY      (4u << 20) /* bodies larger than this are refused */
+#define LOG_MAX_FIELD     256        /* actor and request id */
 
 /* A decoded event. Every slice is borrowed from the record and valid
  * until the reader (or callback) that produced it moves on. */
@@ -93,10 +93,10 @@ bool log_body_u64(const msgpack_object *map, const char *key, uint64_t *out);
 typedef struct log log_t;
 
 typedef struct {
-    size_t initial_map;  /* bytes; 0 = 64 MiB. The map grows as needed. */
-    size_t max_batch;    /* events per transaction; 0 = 8192 */
-    bool read_only;      /* open for reading only (tail, verify) */
-    bool no_writer;      /* do not start the writer thread (direct tools) */
+    size_t initial_map; /* bytes; 0 = 64 MiB. The map grows as needed. */
+    size_t max_batch;   /* events per transaction; 0 = 8192 */
+    bool read_only;     /* open for reading only (tail, verify) */
+    bool no_writer;     /* do not start the writer thread (direct tools) */
 } log_opts_t;
 
 /* Opens (creating if needed) the log in dir and starts the writer.
@@ -201,7 +201,7 @@ int log_kvtxn_table(log_kvtxn_t *t, const char *name, unsigned *tbl);
 int log_kvtxn_get(log_kvtxn_t *t, unsigned tbl, sp_slice_t key, sp_slice_t *val); /* val borrowed */
 int log_kvtxn_put(log_kvtxn_t *t, unsigned tbl, sp_slice_t key, sp_slice_t val);
 int log_kvtxn_del(log_kvtxn_t *t, unsigned tbl, sp_slice_t key); /* SP_ENOTFOUND ok */
-int log_kvtxn_clear(log_kvtxn_t *t, unsigned tbl); /* empties the table */
+int log_kvtxn_clear(log_kvtxn_t *t, unsigned tbl);               /* empties the table */
 /* Writes every table except those named in skip (NULL-terminated) as
  * lines "<table>\t<hex key>\t<hex value>\n" in order. */
 int log_kvtxn_dump(log_kvtxn_t *t, const char *const *skip, sp_buf_t *out);

@@ -30,7 +30,7 @@
 
 #include <xxhash.h>
 
-#define SUM_BYTES 9
+#define SUM_BYTES     9
 #define FLAG_REDACTED 1u
 #define MAX_TYPE_NAME 64
 
@@ -171,8 +171,7 @@ int log_record_decode(uint64_t seq, sp_slice_t rec, log_event_t *ev, char *why, 
     if (!rd_uint(&r, &layout)) return corrupt(why, whylen, "bad layout field");
     if (layout != LOG_RECORD_LAYOUT) return corrupt(why, whylen, "unsupported record layout");
     if (!rd_uint(&r, &flags) || (flags & ~(uint64_t)FLAG_REDACTED)) return corrupt(why, whylen, "bad flags");
-    if (!rd_bytes(&r, 's', &e.type_name) || !valid_type_name(e.type_name))
-        return corrupt(why, whylen, "bad type name");
+    if (!rd_bytes(&r, 's', &e.type_name) || !valid_type_name(e.type_name)) return corrupt(why, whylen, "bad type name");
     if (!rd_uint(&r, &schema) || schema == 0 || schema > UINT32_MAX) return corrupt(why, whylen, "bad schema version");
     if (!rd_uint(&r, &time_ns) || time_ns > INT64_MAX) return corrupt(why, whylen, "bad time");
     if (!rd_bytes(&r, 's', &e.actor) || e.actor.n > LOG_MAX_FIELD) return corrupt(why, whylen, "bad actor");

@@ -6,10 +6,9 @@
 static const struct {
     const char *name;
     uint32_t schema;
-} types[LOG_EV__COUNT] = {
-    [LOG_EV_UNKNOWN] = {NULL, 0},
+} types[LOG_EV__COUNT] = {[LOG_EV_UNKNOWN] = {NULL, 0},
 #define LOG__EV_ROW(id, nm, version) [id] = {nm, version},
-    LOG_EVENT_TYPES(LOG__EV_ROW)
+                          LOG_EVENT_TYPES(LOG__EV_ROW)
 #undef LOG__EV_ROW
 };
 

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 
 #define DEFAULT_MAX_BATCH 8192
-#define MAX_GROW_RETRIES 16
+#define MAX_GROW_RETRIES  16
 
 const double log_latency_bounds_s[LOG_LATENCY_BUCKETS] = {
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,

@@ -15,7 +15,7 @@
 #include <stdio.h>
 
 #define DELTA_SLOTS 512
-#define KEY_MAX 96
+#define KEY_MAX     96
 
 typedef struct {
     char key[KEY_MAX];

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 
 #define CKPT_TABLE "_proj"
-#define BATCH 16384
+#define BATCH      16384
 
 typedef struct {
     const proj_ops_t *ops;

@@ -20,8 +20,8 @@
 #include "../log/log.h"
 
 typedef struct {
-    const char *name; /* [a-z0-9_]+, also the prefix of its tables */
-    uint32_t version; /* bump on any change of layout or meaning */
+    const char *name;  /* [a-z0-9_]+, also the prefix of its tables */
+    uint32_t version;  /* bump on any change of layout or meaning */
     size_t state_size; /* zeroed scratch state kept across batches */
     /* Applies one event. Unknown types must be skipped (return 0). */
     int (*apply)(void *state, log_kvtxn_t *t, const log_event_t *ev);
