@@ -11,9 +11,11 @@ const system_libs = [_][]const u8{
     "lmdb", "uv", "msgpackc", "h2o", "curl", "ssl", "crypto", "jansson", "xxhash", "zstd", "yaml", "git2", "pthread", "m",
 };
 
-// The sanitizer runtime comes from Debian's libclang-rt-14-dev: Zig does
-// not ship one, and LLVM keeps the ASan ABI (v8) stable across versions.
-const asan_runtime = "/usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.asan-x86_64.a";
+// Sanitizer and libFuzzer runtimes come from Debian's libclang-rt-14-dev:
+// Zig ships neither, and LLVM keeps their ABI stable across versions.
+const rt_dir = "/usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/";
+const asan_runtime = rt_dir ++ "libclang_rt.asan-x86_64.a";
+const fuzzer_runtime = rt_dir ++ "libclang_rt.fuzzer-x86_64.a";
 
 fn collectC(b: *std.Build, dir: []const u8, skip: []const []const u8) []const []const u8 {
     var list = std.ArrayList([]const u8).init(b.allocator);
@@ -40,6 +42,7 @@ const Ctx = struct {
     target: std.Build.ResolvedTarget,
     optimize: std.builtin.OptimizeMode,
     sanitize: bool,
+    fuzz: bool,
     flags: []const []const u8,
 };
 
@@ -47,6 +50,11 @@ fn linkDeps(ctx: Ctx, c: *std.Build.Step.Compile) void {
     c.linkLibC();
     c.addLibraryPath(.{ .cwd_relative = "/usr/lib/x86_64-linux-gnu" });
     for (system_libs) |l| c.linkSystemLibrary2(l, .{ .use_pkg_config = .no });
+    if (ctx.fuzz) {
+        // libFuzzer is C++: link Debian's libstdc++ (Zig would offer its own libc++).
+        c.addObjectFile(.{ .cwd_relative = fuzzer_runtime });
+        c.addObjectFile(.{ .cwd_relative = "/usr/lib/x86_64-linux-gnu/libstdc++.so.6" });
+    }
     if (ctx.sanitize) {
         c.addObjectFile(.{ .cwd_relative = asan_runtime });
         c.linkSystemLibrary2("gcc_s", .{ .use_pkg_config = .no });
@@ -76,7 +84,8 @@ pub fn build(b: *std.Build) void {
         .glibc_version = .{ .major = 2, .minor = 36, .patch = 0 },
     } });
     const optimize = b.standardOptimizeOption(.{});
-    const sanitize = b.option(bool, "sanitize", "build with AddressSanitizer and UBSan") orelse false;
+    const fuzz = b.option(bool, "fuzz", "build only the libFuzzer targets in tools/fuzz (with ASan + UBSan)") orelse false;
+    const sanitize = fuzz or (b.option(bool, "sanitize", "build with AddressSanitizer and UBSan") orelse false);
 
     var flags = std.ArrayList([]const u8).init(b.allocator);
     flags.appendSlice(&.{
@@ -89,12 +98,21 @@ pub fn build(b: *std.Build) void {
         // Checks newer than the LLVM 14 runtime we link:
         "-fno-sanitize=function",
     }) catch @panic("oom");
-    const ctx = Ctx{ .b = b, .target = target, .optimize = optimize, .sanitize = sanitize, .flags = flags.items };
+    if (fuzz) flags.append("-fsanitize=fuzzer-no-link") catch @panic("oom");
+    const ctx = Ctx{ .b = b, .target = target, .optimize = optimize, .sanitize = sanitize, .fuzz = fuzz, .flags = flags.items };
 
     const core = b.addStaticLibrary(.{ .name = "spoolcore", .target = target, .optimize = optimize });
     core.root_module.sanitize_c = if (sanitize) false else null;
     core.addCSourceFiles(.{ .files = collectC(b, "src", &.{"src/main.c"}), .flags = flags.items });
     core.linkLibC();
+
+    if (fuzz) {
+        for (collectC(b, "tools/fuzz", &.{})) |f| {
+            const name = b.fmt("fuzz-{s}", .{std.fs.path.stem(f)});
+            _ = program(ctx, core, name, b.allocator.dupe([]const u8, &.{f}) catch @panic("oom"));
+        }
+        return;
+    }
 
     _ = program(ctx, core, "spool", &.{"src/main.c"});
     const tests = program(ctx, core, "spool-test", collectC(b, "tests", &.{"tests/e2e"}));

@@ -224,8 +224,73 @@ int log_record_redact(uint64_t seq, sp_slice_t rec, int64_t now_ns, sp_buf_t *ou
 
 /* ---- bodies ---- */
 
+/* Walks msgpack bytes without allocating and checks that the value is
+ * complete and that no container claims more elements than bytes remain.
+ * msgpack-c sizes its allocations from the claimed counts, so without
+ * this a damaged body of a few bytes could ask for gigabytes. */
+static bool msgpack_plausible(const uint8_t *p, size_t n)
+{
+    static const uint8_t fixed[32] = {
+        /* 0xc0..0xdf: extra bytes after the type byte for fixed-size types,
+         * 0xff for types handled below */
+        0, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 4,    8,    1,    2,    4,    8,
+        1, 2,    4, 8, 2,    3,    5,    9,    17,   0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    };
+    const uint8_t *end = p + n;
+    uint64_t pending = 1; /* values still to read */
+    while (pending > 0) {
+        if (p >= end || pending > (uint64_t)(end - p)) return false;
+        uint8_t t = *p++;
+        pending--;
+        uint64_t len = 0, items = 0;
+        int w;
+        if (t <= 0x7f || t >= 0xe0) continue;
+        if (t <= 0x8f) {
+            items = (uint64_t)(t & 0x0f) * 2;
+        } else if (t <= 0x9f) {
+            items = t & 0x0f;
+        } else if (t <= 0xbf) {
+            len = t & 0x1f;
+        } else if (fixed[t - 0xc0] != 0xff) {
+            len = fixed[t - 0xc0];
+        } else {
+            switch (t) {
+            case 0xc4:
+            case 0xd9: w = 1; break;
+            case 0xc5:
+            case 0xda:
+            case 0xdc:
+            case 0xde: w = 2; break;
+            case 0xc6:
+            case 0xdb:
+            case 0xdd:
+            case 0xdf: w = 4; break;
+            case 0xc7: w = -1; break;
+            case 0xc8: w = -2; break;
+            case 0xc9: w = -4; break;
+            default: return false; /* 0xc1 is never used */
+            }
+            int bytes = w < 0 ? -w : w;
+            if ((size_t)(end - p) < (size_t)bytes) return false;
+            uint64_t v = rd_be(p, bytes);
+            p += bytes;
+            if (t == 0xdc || t == 0xdd)
+                items = v;
+            else if (t == 0xde || t == 0xdf)
+                items = v * 2;
+            else
+                len = v + (w < 0 ? 1 : 0); /* ext carries a type byte */
+        }
+        if (len > (uint64_t)(end - p)) return false;
+        p += len;
+        pending += items;
+    }
+    return p == end;
+}
+
 int log_body_unpack(sp_slice_t body, msgpack_zone *zone, msgpack_object *out)
 {
+    if (!msgpack_plausible(body.p, body.n)) return SP_ECORRUPT;
     size_t off = 0;
     msgpack_object obj;
     msgpack_unpack_return ret = msgpack_unpack((const char *)body.p, body.n, &off, zone, &obj);
