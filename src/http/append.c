@@ -15,7 +15,7 @@
 
 struct http__pending {
     http__pending_t *next;
-    http_t *h;
+    http__worker_t *w;
     h2o_req_t *req;         /* NULL once the client is gone */
     http__pending_t **slot; /* in req->pool; NULL once detached */
     uint64_t seq;
@@ -33,10 +33,10 @@ static void slot_dispose(void *ptr)
 static void pending_free(http__pending_t *p)
 {
     if (p->slot) *p->slot = NULL;
-    http_t *h = p->h;
+    http__worker_t *w = p->w;
     free(p);
-    h->inflight--;
-    http__check_drained(h);
+    w->inflight--;
+    http__check_drained(w);
 }
 
 static void reply_done(http__pending_t *p)
@@ -44,18 +44,19 @@ static void reply_done(http__pending_t *p)
     if (p->req) {
         sp_buf_t b = {0};
         sp_buf_printf(&b, "{\"sequence\":%llu}", (unsigned long long)p->seq);
-        http__reply_json(p->h, p->req, 201, &b);
+        http__reply_json(p->w->srv, p->req, 201, &b);
         sp_buf_free(&b);
     }
     pending_free(p);
 }
 
-void http__pending_flush(http_t *h)
+void http__pending_flush(http__worker_t *w)
 {
+    http_t *h = w->srv;
     uint64_t applied = atomic_load(&h->applied);
     char msg[300];
     int failed = proj_failed(h->opts.proj, msg, sizeof msg);
-    http__pending_t **pp = &h->waiting;
+    http__pending_t **pp = &w->waiting;
     while (*pp) {
         http__pending_t *p = *pp;
         if (p->seq <= applied) {
@@ -88,7 +89,8 @@ static int status_for(int rc)
 static void on_appended(void *arg, int status, uint64_t first_seq)
 {
     http__pending_t *p = arg;
-    http_t *h = p->h;
+    http__worker_t *w = p->w;
+    http_t *h = w->srv;
     if (status != 0) {
         if (p->req) {
             char msg[300];
@@ -100,9 +102,9 @@ static void on_appended(void *arg, int status, uint64_t first_seq)
         return;
     }
     p->seq = first_seq;
-    p->next = h->waiting;
-    h->waiting = p;
-    http__pending_flush(h);
+    p->next = w->waiting;
+    w->waiting = p;
+    http__pending_flush(w);
 }
 
 int http__append(http_t *h, h2o_req_t *req)
@@ -121,15 +123,16 @@ int http__append(http_t *h, h2o_req_t *req)
         sp_buf_free(&body);
         return 0;
     }
+    http__worker_t *w = http__worker_of(req);
     http__pending_t *p = sp_xcalloc(1, sizeof *p);
-    p->h = h;
+    p->w = w;
     p->req = req;
     p->slot = h2o_mem_alloc_shared(&req->pool, sizeof *p->slot, slot_dispose);
     *p->slot = p;
     char rid[37];
     sp_uuid4(rid);
     log_entry_t e = {.type = type, .actor = "cli", .request_id = rid, .body = sp_buf_slice(&body)};
-    rc = log_append_async(h->opts.log, h->ack, &e, 1, on_appended, p);
+    rc = log_append_async(h->opts.log, w->ack, &e, 1, on_appended, p);
     sp_buf_free(&body);
     if (rc != 0) {
         *p->slot = NULL;
@@ -137,6 +140,6 @@ int http__append(http_t *h, h2o_req_t *req)
         http__reply_error(h, req, status_for(rc), "append refused: %s", sp_strerror(rc));
         return 0;
     }
-    h->inflight++;
+    w->inflight++;
     return 0;
 }

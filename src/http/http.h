@@ -3,12 +3,13 @@
  * endpoints, Prometheus metrics, and (on the admin socket only) the
  * operator API that the CLI uses while a server runs.
  *
- * Two listeners share one h2o context: TCP at opts.listen, and a unix
- * socket at opts.admin_socket (mode 0600). Routes marked admin answer
- * only on the unix socket, whose file permissions are its access check.
+ * Listeners: TCP at opts.listen, served by opts.threads event loops (the
+ * caller's loop plus threads of our own, each with an SO_REUSEPORT
+ * socket), and a unix socket at opts.admin_socket (mode 0600) on the
+ * caller's loop. Routes marked admin answer only on the unix socket,
+ * whose file permissions are its access check.
  *
- * Threads: everything runs on opts.loop's thread; http_* functions are
- * called on that thread only.
+ * Threads: http_* functions are called on opts.loop's thread only.
  */
 #ifndef SPOOL_HTTP_H
 #define SPOOL_HTTP_H
@@ -27,6 +28,7 @@ typedef struct {
     const char *listen;       /* "127.0.0.1:8080", "[::1]:8080" or "unix:/path" */
     const char *admin_socket; /* path, or NULL for none */
     size_t max_body;          /* request body limit; 0 = 8 MiB */
+    int threads;              /* event loops serving TCP; 0 = 1 */
 } http_opts_t;
 
 int http_open(http_t **out, const http_opts_t *opts, char *errbuf, size_t errlen);

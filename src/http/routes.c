@@ -172,10 +172,10 @@ static int h_metrics(http_t *h, h2o_req_t *req)
 {
     sp_buf_t b = {0};
     metric_head(&b, "spool_http_requests_total", "counter", "HTTP requests answered, by status code.");
-    for (int s = 100; s < 600; s++)
-        if (h->status_counts[s])
-            sp_buf_printf(&b, "spool_http_requests_total{code=\"%d\"} %llu\n", s,
-                          (unsigned long long)h->status_counts[s]);
+    for (int s = 100; s < 600; s++) {
+        uint64_t n = http__status_count(h, s);
+        if (n) sp_buf_printf(&b, "spool_http_requests_total{code=\"%d\"} %llu\n", s, (unsigned long long)n);
+    }
     log_stats_t st;
     log_stats(h->opts.log, &st);
     metric_head(&b, "spool_log_head_sequence", "gauge", "Highest durable sequence number of the event log.");

@@ -1,4 +1,4 @@
-/* Listeners, request dispatch, replies, and orderly shutdown. */
+/* Workers, listeners, request dispatch, replies, and orderly shutdown. */
 #include "http_internal.h"
 
 #include <ctype.h>
@@ -11,12 +11,14 @@
 #define DEFAULT_MAX_BODY (8u << 20)
 #define DRAIN_GRACE_MS   10000
 #define IDLE_GRACE_MS    1000
+#define MAX_WORKERS      64
 
 static const char *reason_of(int status)
 {
     switch (status) {
     case 200: return "OK";
     case 201: return "Created";
+    case 202: return "Accepted";
     case 204: return "No Content";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
@@ -32,10 +34,21 @@ static const char *reason_of(int status)
     }
 }
 
+http__worker_t *http__worker_of(h2o_req_t *req) { return sp_container_of(req->conn->ctx, http__worker_t, ctx); }
+
+uint64_t http__status_count(http_t *h, int status)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < h->nworkers; i++)
+        n += atomic_load_explicit(&h->workers[i].status_counts[status], memory_order_relaxed);
+    return n;
+}
+
 void http__reply(http_t *h, h2o_req_t *req, int status, const char *ctype, const void *body, size_t len)
 {
     static h2o_generator_t generator = {NULL, NULL};
-    if (status >= 100 && status < 600) h->status_counts[status]++;
+    if (status >= 100 && status < 600)
+        atomic_fetch_add_explicit(&http__worker_of(req)->status_counts[status], 1, memory_order_relaxed);
     req->res.status = status;
     req->res.reason = reason_of(status);
     req->res.content_length = len;
@@ -121,64 +134,63 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     return 0;
 }
 
-/* ---- listeners ---- */
+/* ---- connections ---- */
 
-/* A client connection's uv handle, with a way back to the server so the
- * server can count open connections (h2o owns the handle's data field). */
+/* A client connection's uv handle, with a way back to its worker so the
+ * worker can count open connections (h2o owns the handle's data field). */
 typedef struct {
     union {
         uv_tcp_t tcp;
         uv_pipe_t pipe;
     } u;
-    http_t *h;
+    http__worker_t *w;
 } conn_t;
 
 static void on_conn_closed(uv_handle_t *handle)
 {
     conn_t *c = (conn_t *)handle;
-    http_t *h = c->h;
+    http__worker_t *w = c->w;
     free(c);
-    h->conns--;
-    http__check_drained(h);
+    w->conns--;
+    http__check_drained(w);
 }
 
-static void accept_conn(http_t *h, uv_stream_t *listener, bool is_pipe)
+static void accept_conn(http__worker_t *w, uv_stream_t *listener, bool is_pipe)
 {
     conn_t *c = sp_xcalloc(1, sizeof *c);
-    c->h = h;
+    c->w = w;
     if (is_pipe) {
         uv_pipe_init(listener->loop, &c->u.pipe, 0);
     } else {
         uv_tcp_init(listener->loop, &c->u.tcp);
         uv_tcp_nodelay(&c->u.tcp, 1);
     }
-    h->conns++;
+    w->conns++;
     uv_stream_t *conn = (uv_stream_t *)&c->u;
     if (uv_accept(listener, conn) != 0) {
         uv_close((uv_handle_t *)conn, on_conn_closed);
         return;
     }
     h2o_socket_t *sock = h2o_uv_socket_create(conn, on_conn_closed);
-    h2o_accept(&h->accept_ctx, sock);
+    h2o_accept(&w->accept_ctx, sock);
 }
 
-static void on_tcp_conn(uv_stream_t *listener, int status)
+static void on_tcp_conn(uv_stream_t *l, int status)
 {
-    if (status != 0) return;
-    accept_conn(sp_container_of((uv_tcp_t *)listener, http_t, tcp), listener, false);
+    if (status == 0) accept_conn(sp_container_of((uv_tcp_t *)l, http__worker_t, tcp), l, false);
 }
 
-static void on_pipe_conn(uv_stream_t *listener, int status)
+static void on_pipe_conn(uv_stream_t *l, int status)
 {
-    if (status != 0) return;
-    accept_conn(sp_container_of((uv_pipe_t *)listener, http_t, pipe_tcp), listener, true);
+    if (status == 0) accept_conn(sp_container_of((uv_pipe_t *)l, http__worker_t, pipe_tcp), l, true);
 }
 
-static void on_admin_conn(uv_stream_t *listener, int status)
+static void on_admin_conn(uv_stream_t *l, int status)
 {
-    if (status != 0) return;
-    accept_conn(sp_container_of((uv_pipe_t *)listener, http_t, admin), listener, true);
+    if (status == 0) accept_conn(sp_container_of((uv_pipe_t *)l, http__worker_t, admin), l, true);
 }
+
+/* ---- listeners ---- */
 
 static int listen_pipe(uv_loop_t *loop, uv_pipe_t *p, const char *path, uv_connection_cb cb, char *err, size_t errlen)
 {
@@ -222,28 +234,41 @@ static int parse_addr(const char *listen, struct sockaddr_storage *ss)
     return uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss);
 }
 
-static int listen_tcp(http_t *h, char *err, size_t errlen)
+static void set_port(struct sockaddr_storage *ss, int port)
 {
-    struct sockaddr_storage ss;
-    int rc = parse_addr(h->listen, &ss);
-    if (rc != 0) {
-        snprintf(err, errlen, "bad listen address \"%s\": expected ADDR:PORT", h->listen);
-        return SP_EINVAL;
+    if (ss->ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
+    else
+        ((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
+}
+
+/* Binds worker w's TCP listener. Worker 0 binds first (possibly to port
+ * 0); the others bind to the port it got. SO_REUSEPORT lets the kernel
+ * balance connections over the workers' sockets. */
+static int listen_tcp(http__worker_t *w, struct sockaddr_storage *ss, char *err, size_t errlen)
+{
+    http_t *h = w->srv;
+    int rc = uv_tcp_init_ex(w->loop, &w->tcp, ss->ss_family);
+    if (rc != 0) goto fail;
+    w->tcp_open = true;
+    uv_os_fd_t fd;
+    int one = 1;
+    if (h->nworkers > 1 && uv_fileno((uv_handle_t *)&w->tcp, &fd) == 0)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (w->index > 0) set_port(ss, h->port);
+    if ((rc = uv_tcp_bind(&w->tcp, (struct sockaddr *)ss, 0)) != 0) goto fail;
+    if ((rc = uv_listen((uv_stream_t *)&w->tcp, 1024, on_tcp_conn)) != 0) goto fail;
+    if (w->index == 0) {
+        struct sockaddr_storage bound;
+        int blen = sizeof bound;
+        uv_tcp_getsockname(&w->tcp, (struct sockaddr *)&bound, &blen);
+        h->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                    : ((struct sockaddr_in *)&bound)->sin_port);
     }
-    uv_tcp_init(h->opts.loop, &h->tcp);
-    h->tcp_open = true;
-    if ((rc = uv_tcp_bind(&h->tcp, (struct sockaddr *)&ss, 0)) == 0)
-        rc = uv_listen((uv_stream_t *)&h->tcp, 1024, on_tcp_conn);
-    if (rc != 0) {
-        snprintf(err, errlen, "cannot listen on %s: %s", h->listen, uv_strerror(rc));
-        return rc;
-    }
-    struct sockaddr_storage bound;
-    int blen = sizeof bound;
-    uv_tcp_getsockname(&h->tcp, (struct sockaddr *)&bound, &blen);
-    h->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
-                                                : ((struct sockaddr_in *)&bound)->sin_port);
     return 0;
+fail:
+    snprintf(err, errlen, "cannot listen on %s: %s", h->listen, uv_strerror(rc));
+    return rc;
 }
 
 /* ---- views notifications ---- */
@@ -252,16 +277,170 @@ static void on_views_applied(void *arg, uint64_t applied)
 {
     http_t *h = arg;
     atomic_store(&h->applied, applied);
-    uv_async_send(&h->views_async);
+    for (int i = 0; i < h->nworkers; i++) uv_async_send(&h->workers[i].views_async);
 }
 
-static void on_views_async(uv_async_t *a)
+static void on_views_async(uv_async_t *a) { http__pending_flush(sp_container_of(a, http__worker_t, views_async)); }
+
+/* ---- draining ---- */
+
+static void stop_listening(http__worker_t *w)
 {
-    http_t *h = sp_container_of(a, http_t, views_async);
-    http__pending_flush(h);
+    http_t *h = w->srv;
+    if (w->tcp_open) uv_close((uv_handle_t *)&w->tcp, NULL);
+    if (w->pipe_tcp_open) {
+        uv_close((uv_handle_t *)&w->pipe_tcp, NULL);
+        unlink(h->listen + 5);
+    }
+    if (w->admin_open) {
+        uv_close((uv_handle_t *)&w->admin, NULL);
+        unlink(h->admin_path);
+    }
+    w->tcp_open = w->pipe_tcp_open = w->admin_open = false;
 }
 
-static void teardown(http_t *h);
+static void check_all_drained(http_t *h)
+{
+    if (!h->draining || h->drained_cb == NULL || !h->workers[0].drained) return;
+    if (atomic_load(&h->workers_running) > 0) return;
+    void (*cb)(void *) = h->drained_cb;
+    h->drained_cb = NULL;
+    cb(h->drained_arg);
+}
+
+static void on_drain_timeout(uv_timer_t *t)
+{
+    http__worker_t *w = sp_container_of(t, http__worker_t, drain_timer);
+    if (w->inflight)
+        sp_warn("http", "%zu requests still in flight after %d ms; stopping anyway", w->inflight, DRAIN_GRACE_MS);
+    w->inflight = 0;
+    w->conns_abandoned = true;
+    http__check_drained(w);
+}
+
+/* Requests in flight get DRAIN_GRACE_MS to finish. Idle keep-alive
+ * connections are not waited for long: once nothing is in flight they
+ * get IDLE_GRACE_MS to close, then the worker stops anyway. */
+void http__check_drained(http__worker_t *w)
+{
+    if (!w->draining || w->drained || w->inflight > 0) return;
+    if (w->conns > 0 && !w->conns_abandoned) {
+        if (!w->idle_grace) {
+            w->idle_grace = true;
+            uv_timer_start(&w->drain_timer, on_drain_timeout, IDLE_GRACE_MS, 0);
+        }
+        return;
+    }
+    w->drained = true;
+    uv_timer_stop(&w->drain_timer);
+    if (w->index == 0)
+        check_all_drained(w->srv);
+    else
+        uv_stop(w->loop); /* the worker thread tears down and reports */
+}
+
+static void worker_drain(http__worker_t *w)
+{
+    stop_listening(w);
+    /* Busy connections close after their response. */
+    h2o_context_request_shutdown(&w->ctx);
+    w->draining = true;
+    uv_timer_start(&w->drain_timer, on_drain_timeout, DRAIN_GRACE_MS, 0);
+    http__check_drained(w);
+}
+
+static void on_stop_async(uv_async_t *a) { worker_drain(sp_container_of(a, http__worker_t, stop_async)); }
+
+static void on_joined_async(uv_async_t *a) { check_all_drained(sp_container_of(a, http_t, joined_async)); }
+
+void http_drain(http_t *h, void (*cb)(void *arg), void *arg)
+{
+    h->draining = true;
+    h->drained_cb = cb;
+    h->drained_arg = arg;
+    for (int i = 1; i < h->nworkers; i++) uv_async_send(&h->workers[i].stop_async);
+    worker_drain(&h->workers[0]);
+}
+
+/* ---- worker set-up and teardown ---- */
+
+static int worker_init(http_t *h, int index, char *err, size_t errlen)
+{
+    http__worker_t *w = &h->workers[index];
+    w->srv = h;
+    w->index = index;
+    if (index == 0) {
+        w->loop = h->opts.loop;
+    } else {
+        w->loop = &w->own_loop;
+        uv_loop_init(w->loop);
+        uv_async_init(w->loop, &w->stop_async, on_stop_async);
+    }
+    h2o_context_init(&w->ctx, w->loop, &h->config);
+    w->accept_ctx.ctx = &w->ctx;
+    w->accept_ctx.hosts = h->config.hosts;
+    uv_timer_init(w->loop, &w->drain_timer);
+    w->timer_init = true;
+    uv_async_init(w->loop, &w->views_async, on_views_async);
+    int rc = log_ack_open(&w->ack, w->loop);
+    if (rc != 0) snprintf(err, errlen, "cannot create completion queue: %s", uv_strerror(rc));
+    return rc;
+}
+
+static void free_server(http_t *h)
+{
+    free(h->workers);
+    free(h);
+}
+
+static void on_worker_handle_closed(uv_handle_t *handle)
+{
+    http__worker_t *w = handle->data;
+    /* Worker 0's handles close on the caller's loop after http_close
+     * returned; the last one frees the server. */
+    if (--w->closing_handles == 0 && w->index == 0 && w->srv->closed) free_server(w->srv);
+}
+
+static void close_own(http__worker_t *w, uv_handle_t *handle)
+{
+    handle->data = w;
+    w->closing_handles++;
+    uv_close(handle, on_worker_handle_closed);
+}
+
+/* Releases a worker's loop resources; its loop must run afterwards for
+ * the closes to complete. h2o asserts that no connection holds a timeout
+ * at dispose time; with connections abandoned at shutdown, the process
+ * is exiting and the context is left alone. */
+static void worker_teardown(http__worker_t *w)
+{
+    stop_listening(w);
+    if (w->ack) log_ack_close(w->ack);
+    w->ack = NULL;
+    if (w->conns == 0) {
+        h2o_timeout_entry_t *g = &w->ctx.http2._graceful_shutdown_timeout;
+        if (h2o_timeout_is_linked(g)) h2o_timeout_unlink(g);
+        h2o_context_dispose(&w->ctx);
+    }
+    if (w->timer_init) close_own(w, (uv_handle_t *)&w->drain_timer);
+    close_own(w, (uv_handle_t *)&w->views_async);
+    if (w->index > 0) close_own(w, (uv_handle_t *)&w->stop_async);
+}
+
+static void worker_main(void *arg)
+{
+    http__worker_t *w = arg;
+    http_t *h = w->srv;
+    uv_run(w->loop, UV_RUN_DEFAULT);
+    worker_teardown(w);
+    while (w->closing_handles > 0) uv_run(w->loop, UV_RUN_ONCE);
+    uv_run(w->loop, UV_RUN_NOWAIT);
+    if (uv_loop_close(w->loop) != 0) sp_warn("http", "worker %d: loop closed with handles open", w->index);
+    atomic_fetch_sub(&h->workers_running, 1);
+    uv_async_send(&h->joined_async);
+}
+
+static void teardown(http_t *h, int started);
 
 int http_open(http_t **out, const http_opts_t *opts, char *errbuf, size_t errlen)
 {
@@ -269,6 +448,8 @@ int http_open(http_t **out, const http_opts_t *opts, char *errbuf, size_t errlen
     h->opts = *opts;
     snprintf(h->listen, sizeof h->listen, "%s", opts->listen ? opts->listen : "127.0.0.1:8080");
     h->opts.listen = h->listen;
+    bool unix_listen = strncmp(h->listen, "unix:", 5) == 0;
+    h->nworkers = opts->threads < 1 || unix_listen ? 1 : opts->threads > MAX_WORKERS ? MAX_WORKERS : opts->threads;
     if (opts->admin_socket) {
         if (strlen(opts->admin_socket) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
             snprintf(errbuf, errlen, "admin socket path too long: %s", opts->admin_socket);
@@ -276,6 +457,12 @@ int http_open(http_t **out, const http_opts_t *opts, char *errbuf, size_t errlen
             return SP_EINVAL;
         }
         snprintf(h->admin_path, sizeof h->admin_path, "%s", opts->admin_socket);
+    }
+    struct sockaddr_storage ss;
+    if (!unix_listen && parse_addr(h->listen, &ss) != 0) {
+        snprintf(errbuf, errlen, "bad listen address \"%s\": expected ADDR:PORT", h->listen);
+        free(h);
+        return SP_EINVAL;
     }
     h->started_ns = sp_mono_ns();
     /* Ready once the views reflect everything logged before we started. */
@@ -288,135 +475,73 @@ int http_open(http_t **out, const http_opts_t *opts, char *errbuf, size_t errlen
     h2o_handler_t *handler = h2o_create_handler(path, sizeof(*handler) + sizeof(http_t *));
     handler->on_req = on_req;
     *(http_t **)(handler + 1) = h;
-    h2o_context_init(&h->ctx, opts->loop, &h->config);
-    h->accept_ctx.ctx = &h->ctx;
-    h->accept_ctx.hosts = h->config.hosts;
 
-    int rc = log_ack_open(&h->ack, opts->loop);
-    if (rc != 0) {
-        snprintf(errbuf, errlen, "cannot create completion queue: %s", uv_strerror(rc));
-        goto fail_ctx;
-    }
-    uv_async_init(opts->loop, &h->views_async, on_views_async);
+    h->workers = sp_xcalloc((size_t)h->nworkers, sizeof *h->workers);
+    uv_async_init(opts->loop, &h->joined_async, on_joined_async);
+    int rc = 0, inited = 0;
+    for (; rc == 0 && inited < h->nworkers; inited++) rc = worker_init(h, inited, errbuf, errlen);
     proj_subscribe(opts->proj, on_views_applied, h);
     atomic_store(&h->applied, proj_applied(opts->proj)); /* after subscribing: no update is lost */
 
-    if (strncmp(h->listen, "unix:", 5) == 0) {
-        rc = listen_pipe(opts->loop, &h->pipe_tcp, h->listen + 5, on_pipe_conn, errbuf, errlen);
-        h->pipe_tcp_open = rc == 0;
-    } else {
-        rc = listen_tcp(h, errbuf, errlen);
+    http__worker_t *w0 = &h->workers[0];
+    if (rc == 0 && unix_listen) {
+        rc = listen_pipe(opts->loop, &w0->pipe_tcp, h->listen + 5, on_pipe_conn, errbuf, errlen);
+        w0->pipe_tcp_open = rc == 0;
     }
+    for (int i = 0; rc == 0 && !unix_listen && i < h->nworkers; i++)
+        rc = listen_tcp(&h->workers[i], &ss, errbuf, errlen);
     if (rc == 0 && h->admin_path[0]) {
-        rc = listen_pipe(opts->loop, &h->admin, h->admin_path, on_admin_conn, errbuf, errlen);
-        h->admin_open = rc == 0;
+        rc = listen_pipe(opts->loop, &w0->admin, h->admin_path, on_admin_conn, errbuf, errlen);
+        w0->admin_open = rc == 0;
+    }
+    int started = 0;
+    for (int i = 1; rc == 0 && i < h->nworkers; i++, started++) {
+        atomic_fetch_add(&h->workers_running, 1);
+        if ((rc = uv_thread_create(&h->workers[i].thread, worker_main, &h->workers[i])) != 0) {
+            atomic_fetch_sub(&h->workers_running, 1);
+            snprintf(errbuf, errlen, "cannot start HTTP worker thread: %s", uv_strerror(rc));
+        }
     }
     if (rc != 0) {
-        teardown(h);
+        h->nworkers = inited;
+        teardown(h, started);
         return rc;
     }
     sp_handle_opened();
     *out = h;
     return 0;
-fail_ctx:
-    h2o_context_dispose(&h->ctx);
-    h2o_config_dispose(&h->config);
-    free(h);
-    return rc;
 }
 
 int http_port(http_t *h) { return h->port; }
 
-static void stop_listening(http_t *h)
-{
-    if (h->tcp_open) uv_close((uv_handle_t *)&h->tcp, NULL);
-    if (h->pipe_tcp_open) {
-        uv_close((uv_handle_t *)&h->pipe_tcp, NULL);
-        unlink(h->listen + 5);
-    }
-    if (h->admin_open) {
-        uv_close((uv_handle_t *)&h->admin, NULL);
-        unlink(h->admin_path);
-    }
-    h->tcp_open = h->pipe_tcp_open = h->admin_open = false;
-}
-
-static void on_drain_timeout(uv_timer_t *t)
-{
-    http_t *h = sp_container_of(t, http_t, drain_timer);
-    if (h->inflight)
-        sp_warn("http", "%zu requests still in flight after %d ms; stopping anyway", h->inflight, DRAIN_GRACE_MS);
-    h->inflight = 0;
-    h->conns_abandoned = true;
-    http__check_drained(h);
-}
-
-/* Requests in flight get DRAIN_GRACE_MS to finish. Idle keep-alive
- * connections are not waited for long: once nothing is in flight they
- * get IDLE_GRACE_MS to close, then the server stops anyway. */
-void http__check_drained(http_t *h)
-{
-    if (!h->draining || h->drained_cb == NULL || h->inflight > 0) return;
-    if (h->conns > 0 && !h->conns_abandoned) {
-        if (!h->idle_grace) {
-            h->idle_grace = true;
-            uv_timer_start(&h->drain_timer, on_drain_timeout, IDLE_GRACE_MS, 0);
-        }
-        return;
-    }
-    void (*cb)(void *) = h->drained_cb;
-    h->drained_cb = NULL;
-    uv_timer_stop(&h->drain_timer);
-    cb(h->drained_arg);
-}
-
-void http_drain(http_t *h, void (*cb)(void *arg), void *arg)
-{
-    stop_listening(h);
-    /* Busy connections close after their response. */
-    h2o_context_request_shutdown(&h->ctx);
-    h->draining = true;
-    h->drained_cb = cb;
-    h->drained_arg = arg;
-    uv_timer_init(h->opts.loop, &h->drain_timer);
-    uv_timer_start(&h->drain_timer, on_drain_timeout, DRAIN_GRACE_MS, 0);
-    http__check_drained(h);
-}
-
-static void on_handle_closed(uv_handle_t *handle)
-{
-    http_t *h = handle->data;
-    if (--h->inflight == 0) free(h);
-}
-
-static void teardown(http_t *h)
+/* Stops the worker threads (draining them if nobody did), releases
+ * worker 0 and frees h once its handles have closed. */
+static void teardown(http_t *h, int started)
 {
     proj_unsubscribe(h->opts.proj, on_views_applied, h);
-    stop_listening(h);
-    log_ack_close(h->ack);
-    /* h2o asserts that no connection holds a timeout at dispose time;
-     * with connections abandoned at shutdown, the process is exiting and
-     * leaves the context alone. */
-    if (h->conns == 0) {
-        h2o_timeout_entry_t *g = &h->ctx.http2._graceful_shutdown_timeout;
-        if (h2o_timeout_is_linked(g)) h2o_timeout_unlink(g);
-        h2o_context_dispose(&h->ctx);
-        h2o_config_dispose(&h->config);
+    for (int i = 1; i <= started; i++) {
+        http__worker_t *w = &h->workers[i];
+        /* A drained worker's thread has ended and its handles are gone. */
+        if (!h->draining) uv_async_send(&w->stop_async);
+        uv_thread_join(&w->thread);
     }
-    /* Free h once its own uv handles have finished closing. */
-    h->inflight = 1;
-    h->views_async.data = h;
-    uv_close((uv_handle_t *)&h->views_async, on_handle_closed);
-    if (h->draining) {
-        h->inflight++;
-        h->drain_timer.data = h;
-        uv_close((uv_handle_t *)&h->drain_timer, on_handle_closed);
+    for (int i = started + 1; i < h->nworkers; i++) {
+        /* never started: release its loop here */
+        http__worker_t *w = &h->workers[i];
+        worker_teardown(w);
+        uv_run(w->loop, UV_RUN_DEFAULT);
+        uv_loop_close(w->loop);
     }
+    http__worker_t *w0 = &h->workers[0];
+    worker_teardown(w0);
+    h2o_config_dispose(&h->config);
+    h->closed = true;
+    close_own(w0, (uv_handle_t *)&h->joined_async);
 }
 
 void http_close(http_t *h)
 {
     if (h == NULL) return;
-    teardown(h);
+    teardown(h, h->nworkers - 1);
     sp_handle_closed();
 }

@@ -4,6 +4,8 @@
 #include <jansson.h>
 #include <stdio.h>
 
+#define INGEST_MAX_DEPTH 16
+
 /* ---- body schemas ----
  * One row per event type that may be appended from outside (CLI, admin
  * API). Types without a schema here cannot be appended from outside:
@@ -129,8 +131,40 @@ static void pack_json(msgpack_packer *pk, json_t *v)
     }
 }
 
+/* Depth of nested objects and arrays (a scalar has depth 0). */
+static int json_depth(json_t *v, int limit)
+{
+    if (limit < 0) return 1;
+    int max = 0;
+    if (json_is_object(v)) {
+        const char *k;
+        json_t *c;
+        json_object_foreach (v, k, c) {
+            int d = json_depth(c, limit - 1);
+            if (d > max) max = d;
+        }
+        return max + 1;
+    }
+    if (json_is_array(v)) {
+        size_t i;
+        json_t *c;
+        json_array_foreach (v, i, c) {
+            int d = json_depth(c, limit - 1);
+            if (d > max) max = d;
+        }
+        return max + 1;
+    }
+    return 0;
+}
+
 static int encode_body(int type, json_t *obj, sp_buf_t *body, char *err, size_t errlen)
 {
+    /* msgpack-c unpacks at most 32 levels; stay well inside so every
+     * stored body can be read back (found by fuzz-ingest). */
+    if (json_depth(obj, INGEST_MAX_DEPTH) > INGEST_MAX_DEPTH) {
+        snprintf(err, errlen, "body nests objects and arrays deeper than %d levels", INGEST_MAX_DEPTH);
+        return SP_EINVAL;
+    }
     const schema_t *s = schema_for(type);
     if (s == NULL) {
         snprintf(err, errlen, "events of type %s are written by spool itself and cannot be appended",

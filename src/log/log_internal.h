@@ -67,6 +67,7 @@ struct log {
     bool thread_started;
     pthread_mutex_t mu;
     pthread_cond_t cond;
+    _Atomic uint32_t donegen; /* futex word: bumped after each batch */
     log__req_t *queue_head, *queue_tail;
     size_t queued_entries;
     bool stopping;

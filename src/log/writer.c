@@ -11,7 +11,11 @@
  */
 #include "log_internal.h"
 
+#include <limits.h>
+#include <linux/futex.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #define DEFAULT_MAX_BATCH 8192
 #define MAX_GROW_RETRIES  16
@@ -20,11 +24,24 @@ const double log_latency_bounds_s[LOG_LATENCY_BUCKETS] = {
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 };
 
+/* A blocking submitter. The writer sets done, bumps log->donegen and
+ * wakes every blocked submitter with one futex call per batch: with many
+ * producers, a condition variable per waiter cost the writer half its
+ * time in wake-ups, and a shared one made the woken threads fight over
+ * its mutex. A futex word needs no mutex. */
 struct log__waiter {
-    pthread_mutex_t mu;
-    pthread_cond_t cond;
-    bool done;
+    atomic_bool done;
 };
+
+static void futex_wait(_Atomic uint32_t *word, uint32_t seen)
+{
+    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT_PRIVATE, seen, NULL, NULL, 0);
+}
+
+static void futex_wake_all(_Atomic uint32_t *word)
+{
+    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
+}
 
 struct log_ack {
     uv_async_t async;
@@ -98,19 +115,19 @@ int log_append_wait(log_t *log, const log_entry_t *entries, size_t n, uint64_t *
     log__req_t *req;
     int rc = req_new(entries, n, &req);
     if (rc != 0) return rc;
-    struct log__waiter w = {.done = false};
-    pthread_mutex_init(&w.mu, NULL);
-    pthread_cond_init(&w.cond, NULL);
+    struct log__waiter w;
+    atomic_init(&w.done, false);
     req->waiter = &w;
     if ((rc = enqueue(log, req)) == 0) {
-        pthread_mutex_lock(&w.mu);
-        while (!w.done) pthread_cond_wait(&w.cond, &w.mu);
-        pthread_mutex_unlock(&w.mu);
+        for (;;) {
+            uint32_t gen = atomic_load(&log->donegen);
+            if (atomic_load(&w.done)) break;
+            /* Returns at once if donegen moved on since we read it. */
+            futex_wait(&log->donegen, gen);
+        }
         rc = req->status;
         if (rc == 0 && first_seq) *first_seq = req->first_seq;
     }
-    pthread_mutex_destroy(&w.mu);
-    pthread_cond_destroy(&w.cond);
     free(req);
     return rc;
 }
@@ -190,11 +207,7 @@ int log_append_async(log_t *log, log_ack_t *ack, const log_entry_t *entries, siz
 void log__req_complete(log__req_t *req)
 {
     if (req->waiter) {
-        struct log__waiter *w = req->waiter;
-        pthread_mutex_lock(&w->mu);
-        w->done = true;
-        pthread_cond_signal(&w->cond);
-        pthread_mutex_unlock(&w->mu);
+        atomic_store(&req->waiter->done, true); /* woken by complete_all */
         return;
     }
     log_ack_t *ack = req->ack;
@@ -314,13 +327,22 @@ static log__req_t *take_batch(log_t *log, size_t *events)
     return head;
 }
 
-static void complete_all(log__req_t *batch, int status)
+static void complete_all(log_t *log, log__req_t *batch, int status)
 {
+    bool waiters = false;
     while (batch) {
         log__req_t *next = batch->next;
         batch->status = status;
+        waiters |= batch->waiter != NULL;
         log__req_complete(batch);
         batch = next;
+    }
+    /* Flags are set before donegen moves; a waiter reads donegen before
+     * its flag, so it either sees the flag or sleeps on a stale word and
+     * returns at once. No wake-up is lost. */
+    if (waiters) {
+        atomic_fetch_add(&log->donegen, 1);
+        futex_wake_all(&log->donegen);
     }
 }
 
@@ -344,7 +366,7 @@ static void *writer_main(void *arg)
         pthread_mutex_unlock(&log->mu);
 
         if (failed) {
-            complete_all(batch, SP_EFAILED);
+            complete_all(log, batch, SP_EFAILED);
             continue;
         }
         uint64_t head = 0;
@@ -358,12 +380,14 @@ static void *writer_main(void *arg)
             log->stats.failed = true;
             pthread_mutex_unlock(&log->statmu);
             sp_error("log", "writer failed: %s; appends are refused until the log is reopened", sp_strerror(rc));
-            complete_all(batch, rc);
+            complete_all(log, batch, rc);
             continue;
         }
         atomic_store(&log->head, head);
-        complete_all(batch, 0);
+        /* Subscribers hear of the commit before any submitter returns, so
+         * an append that returned has always woken the projector. */
         notify(log, head);
+        complete_all(log, batch, 0);
     }
     return NULL;
 }

@@ -19,6 +19,7 @@ typedef struct {
     sem_t ready;
     int open_rc;
     int close_rc;
+    int threads;
     char sock[4200];
     char err[300];
 } srv_t;
@@ -55,9 +56,10 @@ static void *srv_main(void *arg)
 }
 
 /* Opens log and views in dir and starts the server (projector optional). */
-static int srv_start(t_ctx_t *t, srv_t *s, bool start_projector)
+static int srv_start_n(t_ctx_t *t, srv_t *s, bool start_projector, int threads)
 {
     memset(s, 0, sizeof *s);
+    s->threads = threads;
     snprintf(s->sock, sizeof s->sock, "%s", t_path(t, "spool.sock"));
     int rc = log_open(&s->log, t_path(t, "log"), NULL, NULL, 0);
     if (rc == 0) rc = proj_open(&s->proj, s->log, t_path(t, "views"), proj_all, proj_all_count, NULL, 0);
@@ -68,6 +70,8 @@ static int srv_start(t_ctx_t *t, srv_t *s, bool start_projector)
     sem_wait(&s->ready);
     return s->open_rc;
 }
+
+static int srv_start(t_ctx_t *t, srv_t *s, bool start_projector) { return srv_start_n(t, s, start_projector, 1); }
 
 static void srv_stop(srv_t *s)
 {
@@ -257,4 +261,29 @@ TEST(http_views_dump_on_admin_socket)
     T_EQ_U64(r.status, 404);
     sp_buf_free(&r.body);
     srv_stop(&s);
+}
+
+TEST(http_several_workers_share_the_port)
+{
+    srv_t s;
+    T_OK(srv_start_n(t, &s, true, 3));
+    enum { N = 60 };
+    for (int i = 0; i < N; i++) {
+        resp_t r;
+        T_OK(req(&s, "GET", "/healthcheck", NULL, false, &r));
+        T_EQ_U64(r.status, 200);
+        sp_buf_free(&r.body);
+    }
+    /* appends on the admin socket (worker 0) are seen by every worker */
+    resp_t r;
+    T_OK(req(&s, "POST", "/admin/log/append", "{\"type\":\"system.note\",\"body\":{\"message\":\"w\"}}", true, &r));
+    T_EQ_U64(r.status, 201);
+    sp_buf_free(&r.body);
+    T_OK(req(&s, "GET", "/metrics", NULL, false, &r));
+    char want[64];
+    snprintf(want, sizeof want, "spool_http_requests_total{code=\"200\"} %d\n", N);
+    T_ASSERT(strstr(BODY(r), want) != NULL);
+    sp_buf_free(&r.body);
+    srv_stop(&s);
+    T_EQ_U64(s.close_rc, 0);
 }

@@ -62,3 +62,32 @@ TEST(ingest_append_request_shape)
         T_ASSERT(rc != 0 && body.n == 0 && err[0]);
     }
 }
+
+TEST(ingest_rejects_bodies_nested_too_deep)
+{
+    char err[300];
+    sp_buf_t deep = {0};
+    sp_buf_addstr(&deep, "{\"label\":\"x\",\"detail\":");
+    for (int i = 0; i < 40; i++) sp_buf_addstr(&deep, "{\"a\":");
+    sp_buf_addstr(&deep, "1");
+    for (int i = 0; i < 40; i++) sp_buf_addstr(&deep, "}");
+    sp_buf_addstr(&deep, "}");
+    sp_buf_add(&deep, "", 1);
+    T_RC(SP_EINVAL, try_event("system.mark", (const char *)deep.p, err, sizeof err));
+    T_EQ_STR(err, "body nests objects and arrays deeper than 16 levels");
+    sp_buf_free(&deep);
+    /* 15 levels of detail (16 with the body itself) are fine and read back */
+    sp_buf_t ok = {0}, body = {0}, json = {0};
+    sp_buf_addstr(&ok, "{\"label\":\"x\",\"detail\":");
+    for (int i = 0; i < 14; i++) sp_buf_addstr(&ok, "{\"a\":");
+    sp_buf_addstr(&ok, "[1]");
+    for (int i = 0; i < 14; i++) sp_buf_addstr(&ok, "}");
+    sp_buf_addstr(&ok, "}");
+    int type;
+    T_OK(ingest_event_json("system.mark", (const char *)ok.p, ok.n, &type, &body, err, sizeof err));
+    T_OK(ingest_body_to_json(sp_buf_slice(&body), &json));
+    T_EQ_U64(json.n, ok.n);
+    sp_buf_free(&ok);
+    sp_buf_free(&body);
+    sp_buf_free(&json);
+}
