@@ -11,6 +11,16 @@
 
 atomic_long sp_handles_live;
 
+#ifdef SPOOL_SANITIZE
+/* Start AddressSanitizer before any library constructor runs, as clang's
+ * driver does by linking asan_preinit. Otherwise ASan initializes lazily
+ * inside the first malloc, which can happen while glibc holds its locale
+ * lock; ASan's start-up then corrupts that lock and the process hangs in
+ * freelocale at exit. */
+extern void __asan_init(void);
+__attribute__((section(".preinit_array"), used)) static void (*const asan_preinit)(void) = __asan_init;
+#endif
+
 const char *sp_strerror(int code)
 {
     switch (code) {

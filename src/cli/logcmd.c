@@ -54,7 +54,7 @@ static int parse(int argc, char **argv, const char *usage, bool tail_flags, log_
     static const struct option plain_opts[] = {{"data", required_argument, 0, 'd'}, {"help", no_argument, 0, 'h'}, {0}};
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "+h", tail_flags ? tail_opts : plain_opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "h", tail_flags ? tail_opts : plain_opts, NULL)) != -1) {
         switch (c) {
         case 'd': a->data = optarg; break;
         case 'f': a->from = optarg; break;

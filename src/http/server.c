@@ -91,17 +91,21 @@ static bool on_admin_socket(h2o_req_t *req)
     return n > 0 && ss.ss_family == AF_UNIX;
 }
 
-/* A path is usable when it is plain: no percent-escapes that decode to
- * control characters and no invalid escapes. */
+static int hexval(unsigned char c) { return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10; }
+
+/* A path is usable when it is plain: every percent-escape is valid and
+ * nothing, raw or escaped, is a control character. */
 static bool path_ok(h2o_iovec_t p)
 {
     for (size_t i = 0; i < p.len; i++) {
         unsigned char c = (unsigned char)p.base[i];
-        if (c < 0x20 || c == 0x7f) return false;
         if (c == '%') {
             if (i + 2 >= p.len || !isxdigit((unsigned char)p.base[i + 1]) || !isxdigit((unsigned char)p.base[i + 2]))
                 return false;
+            c = (unsigned char)(hexval((unsigned char)p.base[i + 1]) * 16 + hexval((unsigned char)p.base[i + 2]));
+            i += 2;
         }
+        if (c < 0x20 || c == 0x7f) return false;
     }
     return true;
 }
