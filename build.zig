@@ -8,7 +8,7 @@
 const std = @import("std");
 
 const system_libs = [_][]const u8{
-    "lmdb", "uv", "msgpackc", "h2o", "curl", "ssl", "crypto", "jansson", "xxhash", "zstd", "yaml", "git2", "pthread", "m",
+    "lmdb", "uv", "msgpackc", "h2o", "curl", "ssl", "crypto", "jansson", "xxhash", "zstd", "yaml", "git2", "pcre2-8", "pthread", "m",
 };
 
 // Sanitizer and libFuzzer runtimes come from Debian's libclang-rt-14-dev:

@@ -275,3 +275,108 @@ int sp_parse_u64(const char *s, uint64_t *out)
     *out = v;
     return 0;
 }
+
+/* ---- string map ---- */
+
+struct sp_map_slot {
+    char *key; /* NULL: empty; TOMBSTONE: deleted */
+    void *val;
+    uint64_t hash;
+};
+
+static char tombstone_key;
+#define TOMBSTONE (&tombstone_key)
+
+static uint64_t map_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ull;
+    return h;
+}
+
+static struct sp_map_slot *map_find(const sp_map_t *m, const char *key, uint64_t h)
+{
+    if (m->cap == 0) return NULL;
+    for (size_t i = h & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+        struct sp_map_slot *s = &m->slots[i];
+        if (s->key == NULL) return NULL;
+        if (s->key != TOMBSTONE && s->hash == h && strcmp(s->key, key) == 0) return s;
+    }
+}
+
+static void map_grow(sp_map_t *m)
+{
+    size_t cap = m->cap ? m->cap * 2 : 16;
+    while (m->live * 2 >= cap) cap *= 2;
+    struct sp_map_slot *old = m->slots;
+    size_t oldcap = m->cap;
+    m->slots = sp_xcalloc(cap, sizeof *m->slots);
+    m->cap = cap;
+    m->used = m->live = 0;
+    for (size_t i = 0; i < oldcap; i++) {
+        if (old[i].key == NULL || old[i].key == TOMBSTONE) continue;
+        size_t j = old[i].hash & (cap - 1);
+        while (m->slots[j].key) j = (j + 1) & (cap - 1);
+        m->slots[j] = old[i];
+        m->used++;
+        m->live++;
+    }
+    free(old);
+}
+
+void *sp_map_get(const sp_map_t *m, const char *key)
+{
+    struct sp_map_slot *s = map_find(m, key, map_hash(key));
+    return s ? s->val : NULL;
+}
+
+void sp_map_set(sp_map_t *m, const char *key, void *val)
+{
+    uint64_t h = map_hash(key);
+    struct sp_map_slot *s = map_find(m, key, h);
+    if (s) {
+        s->val = val;
+        return;
+    }
+    if ((m->used + 1) * 2 > m->cap) map_grow(m);
+    size_t i = h & (m->cap - 1);
+    while (m->slots[i].key && m->slots[i].key != TOMBSTONE) i = (i + 1) & (m->cap - 1);
+    if (m->slots[i].key == NULL) m->used++;
+    m->slots[i] = (struct sp_map_slot){sp_xstrdup(key), val, h};
+    m->live++;
+}
+
+void *sp_map_del(sp_map_t *m, const char *key)
+{
+    struct sp_map_slot *s = map_find(m, key, map_hash(key));
+    if (s == NULL) return NULL;
+    void *v = s->val;
+    free(s->key);
+    s->key = TOMBSTONE;
+    s->val = NULL;
+    m->live--;
+    return v;
+}
+
+size_t sp_map_len(const sp_map_t *m) { return m->live; }
+
+bool sp_map_next(const sp_map_t *m, size_t *i, const char **key, void **val)
+{
+    for (; *i < m->cap; (*i)++) {
+        struct sp_map_slot *s = &m->slots[*i];
+        if (s->key == NULL || s->key == TOMBSTONE) continue;
+        if (key) *key = s->key;
+        if (val) *val = s->val;
+        (*i)++;
+        return true;
+    }
+    return false;
+}
+
+void sp_map_free(sp_map_t *m)
+{
+    for (size_t i = 0; i < m->cap; i++)
+        if (m->slots[i].key && m->slots[i].key != TOMBSTONE) free(m->slots[i].key);
+    free(m->slots);
+    *m = (sp_map_t){0};
+}

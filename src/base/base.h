@@ -116,6 +116,23 @@ void sp_log(sp_log_level_t level, const char *mod, const char *fmt, ...) __attri
 #define sp_warn(mod, ...)  sp_log(SP_LOG_WARN, mod, __VA_ARGS__)
 #define sp_error(mod, ...) sp_log(SP_LOG_ERROR, mod, __VA_ARGS__)
 
+/* ---- string map ---------------------------------------------------------
+ * Keys are copied; values are borrowed pointers. Open addressing with
+ * tombstones; grows at 1/2 load. Not thread-safe. */
+typedef struct {
+    struct sp_map_slot *slots;
+    size_t cap, used, live;
+} sp_map_t;
+void *sp_map_get(const sp_map_t *m, const char *key);
+/* Sets key (replacing an existing value). */
+void sp_map_set(sp_map_t *m, const char *key, void *val);
+/* Removes key; returns its value or NULL. */
+void *sp_map_del(sp_map_t *m, const char *key);
+size_t sp_map_len(const sp_map_t *m);
+/* Iteration: i from 0 while sp_map_next returns true. */
+bool sp_map_next(const sp_map_t *m, size_t *i, const char **key, void **val);
+void sp_map_free(sp_map_t *m);
+
 /* ---- misc ---------------------------------------------------------------- */
 #define SP_ARRAY_LEN(a)                    (sizeof(a) / sizeof((a)[0]))
 #define sp_container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))

@@ -29,9 +29,13 @@ typedef struct {
     const char *admin_socket; /* path, or NULL for none */
     size_t max_body;          /* request body limit; 0 = 8 MiB */
     int threads;              /* event loops serving TCP; 0 = 1 */
+    struct engine *engine;    /* the decider; NULL: write APIs answer 503 */
 } http_opts_t;
 
 int http_open(http_t **out, const http_opts_t *opts, char *errbuf, size_t errlen);
+/* Gives the front-end its engine once the views have caught up; until
+ * then, routes that change something answer 503. Any thread. */
+void http_set_engine(http_t *h, struct engine *e);
 /* Address actually bound (useful with port 0). */
 int http_port(http_t *h);
 /* Stops accepting; cb runs on the loop once requests in flight are done

@@ -8,6 +8,27 @@ static int h_ready(http_t *h, h2o_req_t *req);
 static int h_status(http_t *h, h2o_req_t *req);
 static int h_metrics(http_t *h, h2o_req_t *req);
 static int h_views_dump(http_t *h, h2o_req_t *req);
+int http__compile_config(http_t *h, h2o_req_t *req); /* compile.c */
+/* api_read.c: reads in CircleCI's shapes, output, live output */
+int http__api_project_get(http_t *h, h2o_req_t *req);
+int http__api_projects(http_t *h, h2o_req_t *req);
+int http__api_pipelines(http_t *h, h2o_req_t *req);
+int http__api_pipeline(http_t *h, h2o_req_t *req);
+int http__api_pipeline_by_number(http_t *h, h2o_req_t *req);
+int http__api_pipeline_config(http_t *h, h2o_req_t *req);
+int http__api_pipeline_workflows(http_t *h, h2o_req_t *req);
+int http__api_workflow(http_t *h, h2o_req_t *req);
+int http__api_workflow_jobs(http_t *h, h2o_req_t *req);
+int http__api_job(http_t *h, h2o_req_t *req);
+int http__api_job_stream(http_t *h, h2o_req_t *req);
+int http__api_v11_build(http_t *h, h2o_req_t *req);
+int http__api_v11_output(http_t *h, h2o_req_t *req);
+int http__api_raw_output(http_t *h, h2o_req_t *req);
+int http__api_raw_error(http_t *h, h2o_req_t *req);
+/* ui.c: the web UI */
+int http__ui_page(http_t *h, h2o_req_t *req);
+int http__ui_asset(http_t *h, h2o_req_t *req);
+int http__ui_build_redirect(http_t *h, h2o_req_t *req);
 
 const http__route_t http__routes[] = {
     {"GET", "/health-check", h_health, HTTP__PUBLIC},
@@ -17,6 +38,45 @@ const http__route_t http__routes[] = {
     {"GET", "/metrics", h_metrics, HTTP__PUBLIC},
     {"POST", "/admin/log/append", http__append, HTTP__ADMIN},
     {"GET", "/admin/views/dump", h_views_dump, HTTP__ADMIN},
+    {"POST", "/api/v2/compile-config-with-defaults", http__compile_config, HTTP__PUBLIC},
+    {"POST", "/admin/tokens", http__token_create, HTTP__ADMIN},
+    {"POST", "/admin/tokens/:id/revoke", http__token_revoke, HTTP__ADMIN},
+    {"POST", "/api/v2/project", http__project_add, HTTP__ADMIN_ROLE},
+    {"POST", "/api/v2/project/:vcs/:org/:repo/pipeline", http__pipeline_trigger, HTTP__USER},
+    {"POST", "/api/v2/project/:vcs/:org/:repo/stop-building", http__project_stop, HTTP__ADMIN_ROLE},
+    {"POST", "/api/v2/project/:vcs/:org/:repo/resume-building", http__project_resume, HTTP__ADMIN_ROLE},
+    {"POST", "/api/v1.1/project/:vcs/:org/:repo/follow", http__project_follow, HTTP__USER},
+    {"POST", "/api/v1.1/project/:vcs/:org/:repo/unfollow", http__project_unfollow, HTTP__USER},
+    {"POST", "/webhooks/github", http__webhook_github, HTTP__PUBLIC},
+    {"POST", "/api/agent/v1/register", http__agent_register, HTTP__AGENT},
+    {"POST", "/api/agent/v1/claim", http__agent_claim, HTTP__AGENT},
+    {"POST", "/api/agent/v1/heartbeat", http__agent_heartbeat, HTTP__AGENT},
+    {"POST", "/api/agent/v1/tasks/:id/events", http__agent_events, HTTP__AGENT},
+    {"POST", "/api/agent/v1/tasks/:id/output", http__agent_output, HTTP__AGENT},
+    {"POST", "/api/agent/v1/tasks/:id/finish", http__agent_finish, HTTP__AGENT},
+    /* reads (api_read.c) */
+    {"GET", "/api/v2/project/:vcs/:org/:repo", http__api_project_get, HTTP__USER},
+    {"GET", "/api/v1.1/projects", http__api_projects, HTTP__USER},
+    {"GET", "/api/v2/project/:vcs/:org/:repo/pipeline", http__api_pipelines, HTTP__USER},
+    {"GET", "/api/v2/project/:vcs/:org/:repo/pipeline/:number", http__api_pipeline_by_number, HTTP__USER},
+    {"GET", "/api/v2/pipeline/:id", http__api_pipeline, HTTP__USER},
+    {"GET", "/api/v2/pipeline/:id/config", http__api_pipeline_config, HTTP__USER},
+    {"GET", "/api/v2/pipeline/:id/workflow", http__api_pipeline_workflows, HTTP__USER},
+    {"GET", "/api/v2/workflow/:id", http__api_workflow, HTTP__USER},
+    {"GET", "/api/v2/workflow/:id/job", http__api_workflow_jobs, HTTP__USER},
+    {"GET", "/api/v2/project/:vcs/:org/:repo/job/:number", http__api_job, HTTP__USER},
+    {"GET", "/api/v2/project/:vcs/:org/:repo/job/:number/output/stream", http__api_job_stream, HTTP__USER},
+    {"GET", "/api/v1.1/project/:vcs/:org/:repo/:num", http__api_v11_build, HTTP__USER},
+    {"GET", "/api/v1.1/project/:vcs/:org/:repo/:num/output/:step/:index", http__api_v11_output, HTTP__USER},
+    {"GET", "/api/private/output/raw/:vcs/:org/:repo/:num/output/:index/:step", http__api_raw_output, HTTP__USER},
+    {"GET", "/api/private/output/raw/:vcs/:org/:repo/:num/error/:index/:step", http__api_raw_error, HTTP__USER},
+    /* the web UI (ui.c): pages and assets are public, their data needs a token */
+    {"GET", "/", http__ui_page, HTTP__PUBLIC},
+    {"GET", "/ui", http__ui_page, HTTP__PUBLIC},
+    {"GET", "/ui/gh/:org/:repo", http__ui_page, HTTP__PUBLIC},
+    {"GET", "/ui/gh/:org/:repo/jobs/:number", http__ui_page, HTTP__PUBLIC},
+    {"GET", "/ui/assets/:name", http__ui_asset, HTTP__PUBLIC},
+    {"GET", "/gh/:org/:repo/:number", http__ui_build_redirect, HTTP__PUBLIC},
 };
 const size_t http__nroutes = SP_ARRAY_LEN(http__routes);
 

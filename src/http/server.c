@@ -2,6 +2,7 @@
 #include "http_internal.h"
 
 #include <ctype.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -110,23 +111,127 @@ static bool path_ok(h2o_iovec_t p)
     return true;
 }
 
+/* Matches a path against a route pattern, segment by segment; a segment
+ * ":name" matches any non-empty segment and is captured. */
+static bool route_match(const char *pattern, h2o_iovec_t path, http__reqinfo_t *info)
+{
+    const char *p = pattern, *s = path.base, *end = path.base + path.len;
+    info->nparams = 0;
+    while (*p && s < end) {
+        if (*p != '/' || *s != '/') return false;
+        p++, s++;
+        const char *pe = strchr(p, '/'), *se = memchr(s, '/', (size_t)(end - s));
+        size_t pn = pe ? (size_t)(pe - p) : strlen(p), sn = se ? (size_t)(se - s) : (size_t)(end - s);
+        if (*p == ':') {
+            if (sn == 0 || info->nparams == HTTP__MAX_PARAMS) return false;
+            info->params[info->nparams++] = h2o_iovec_init(s, sn);
+        } else if (pn != sn || memcmp(p, s, sn) != 0) {
+            return false;
+        }
+        p += pn, s += sn;
+    }
+    return *p == 0 && s == end;
+}
+
+h2o_iovec_t http__param(h2o_req_t *req, int i)
+{
+    const http__reqinfo_t *info = http__info(req);
+    return i < info->nparams ? info->params[i] : h2o_iovec_init("", 0);
+}
+
+bool http__param_str(h2o_req_t *req, int i, char *buf, size_t n)
+{
+    h2o_iovec_t v = http__param(req, i);
+    if (v.len >= n) return false;
+    memcpy(buf, v.base, v.len);
+    buf[v.len] = 0;
+    return true;
+}
+
+const http__reqinfo_t *http__info(h2o_req_t *req) { return &http__worker_of(req)->cur; }
+
+/* The API token of a request: Circle-Token, Authorization: Bearer, or
+ * HTTP basic with the token as the user name (CircleCI's forms). */
+static bool request_token(h2o_req_t *req, char *out, size_t n)
+{
+    ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("circle-token"), -1);
+    if (i >= 0) {
+        h2o_iovec_t v = req->headers.entries[i].value;
+        if (v.len == 0 || v.len >= n) return false;
+        memcpy(out, v.base, v.len);
+        out[v.len] = 0;
+        return true;
+    }
+    i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+    if (i < 0) return false;
+    h2o_iovec_t v = req->headers.entries[i].value;
+    if (v.len > 7 && strncasecmp(v.base, "Bearer ", 7) == 0 && v.len - 7 < n) {
+        memcpy(out, v.base + 7, v.len - 7);
+        out[v.len - 7] = 0;
+        return true;
+    }
+    if (v.len > 6 && v.len < 600 && strncasecmp(v.base, "Basic ", 6) == 0 && (v.len - 6) % 4 == 0) {
+        uint8_t dec[600];
+        int dn = EVP_DecodeBlock(dec, (const uint8_t *)v.base + 6, (int)(v.len - 6));
+        if (dn <= 0) return false;
+        char *colon = memchr(dec, ':', (size_t)dn);
+        size_t user = colon ? (size_t)(colon - (char *)dec) : (size_t)dn;
+        if (user == 0 || user >= n) return false;
+        memcpy(out, dec, user);
+        out[user] = 0;
+        return true;
+    }
+    return false;
+}
+
+/* Fills info's role and actor; answers and returns false when the route
+ * is not for this caller. */
+static bool authorize(http_t *h, h2o_req_t *req, http__access_t access, http__reqinfo_t *info)
+{
+    info->admin_socket = on_admin_socket(req);
+    info->role[0] = info->actor[0] = 0;
+    if (info->admin_socket) {
+        snprintf(info->role, sizeof info->role, "admin");
+        snprintf(info->actor, sizeof info->actor, "cli");
+        return true;
+    }
+    if (access == HTTP__PUBLIC) return true;
+    char token[256], id[PROJ_ID_MAX];
+    if (http__engine(h) && request_token(req, token, sizeof token) &&
+        engine_token_check(http__engine(h), token, info->role, id) == 0)
+        snprintf(info->actor, sizeof info->actor, "%s:%s", info->role, id);
+    if (info->role[0] == 0) {
+        http__reply_error(h, req, 401, "a valid API token is required (Circle-Token header)");
+        return false;
+    }
+    bool ok = access == HTTP__USER         ? strcmp(info->role, "agent") != 0
+              : access == HTTP__ADMIN_ROLE ? strcmp(info->role, "admin") == 0
+              : access == HTTP__AGENT      ? strcmp(info->role, "agent") == 0 || strcmp(info->role, "admin") == 0
+                                           : false;
+    if (!ok) http__reply_error(h, req, 403, "this token's role (%s) may not do this", info->role);
+    return ok;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     http_t *h = *(http_t **)(self + 1);
+    http__worker_t *w = http__worker_of(req);
     h2o_iovec_t path = req->path_normalized;
     if (!path_ok(req->path)) {
         http__reply_error(h, req, 400, "malformed request path");
         return 0;
     }
     bool path_found = false;
+    bool admin_socket = on_admin_socket(req);
     for (size_t i = 0; i < http__nroutes; i++) {
         const http__route_t *r = &http__routes[i];
-        if (!h2o_memis(path.base, path.len, r->path, strlen(r->path))) continue;
-        if (r->access == HTTP__ADMIN && !on_admin_socket(req)) continue;
+        if (!route_match(r->path, path, &w->cur)) continue;
+        if (r->access == HTTP__ADMIN && !admin_socket) continue;
         path_found = true;
         bool head_ok =
             strcmp(r->method, "GET") == 0 && h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
         if (!head_ok && !h2o_memis(req->method.base, req->method.len, r->method, strlen(r->method))) continue;
+        if (!authorize(h, req, r->access, &w->cur)) return 0;
         return r->handler(h, req);
     }
     if (path_found) {
@@ -136,6 +241,49 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     }
     http__reply_error(h, req, 404, "no such path: %.*s", (int)path.len, path.base);
     return 0;
+}
+
+/* ---- mailbox ---- */
+
+struct http__mail {
+    struct http__mail *next;
+    void (*fn)(void *);
+    void *arg;
+};
+
+void http__post(http__worker_t *w, void (*fn)(void *arg), void *arg)
+{
+    struct http__mail *m = sp_xmalloc(sizeof *m);
+    *m = (struct http__mail){NULL, fn, arg};
+    pthread_mutex_lock(&w->mail_mu);
+    if (w->gone) {
+        /* The worker's loop is shutting down: nobody waits for this. */
+        pthread_mutex_unlock(&w->mail_mu);
+        free(m);
+        return;
+    }
+    if (w->mail_tail)
+        w->mail_tail->next = m;
+    else
+        w->mail_head = m;
+    w->mail_tail = m;
+    uv_async_send(&w->mail_async);
+    pthread_mutex_unlock(&w->mail_mu);
+}
+
+static void on_mail(uv_async_t *a)
+{
+    http__worker_t *w = sp_container_of(a, http__worker_t, mail_async);
+    pthread_mutex_lock(&w->mail_mu);
+    struct http__mail *m = w->mail_head;
+    w->mail_head = w->mail_tail = NULL;
+    pthread_mutex_unlock(&w->mail_mu);
+    while (m) {
+        struct http__mail *next = m->next;
+        m->fn(m->arg);
+        free(m);
+        m = next;
+    }
 }
 
 /* ---- connections ---- */
@@ -281,10 +429,22 @@ static void on_views_applied(void *arg, uint64_t applied)
 {
     http_t *h = arg;
     atomic_store(&h->applied, applied);
-    for (int i = 0; i < h->nworkers; i++) uv_async_send(&h->workers[i].views_async);
+    /* A worker that has shut down has closed its handles; its mail lock
+     * guards the flag that says so. */
+    for (int i = 0; i < h->nworkers; i++) {
+        http__worker_t *w = &h->workers[i];
+        pthread_mutex_lock(&w->mail_mu);
+        if (!w->gone) uv_async_send(&w->views_async);
+        pthread_mutex_unlock(&w->mail_mu);
+    }
 }
 
-static void on_views_async(uv_async_t *a) { http__pending_flush(sp_container_of(a, http__worker_t, views_async)); }
+static void on_views_async(uv_async_t *a)
+{
+    http__worker_t *w = sp_container_of(a, http__worker_t, views_async);
+    http__pending_flush(w);
+    http__sse_flush(w);
+}
 
 /* ---- draining ---- */
 
@@ -346,6 +506,7 @@ void http__check_drained(http__worker_t *w)
 static void worker_drain(http__worker_t *w)
 {
     stop_listening(w);
+    http__claims_cancel(w);
     /* Busy connections close after their response. */
     h2o_context_request_shutdown(&w->ctx);
     w->draining = true;
@@ -386,6 +547,8 @@ static int worker_init(http_t *h, int index, char *err, size_t errlen)
     uv_timer_init(w->loop, &w->drain_timer);
     w->timer_init = true;
     uv_async_init(w->loop, &w->views_async, on_views_async);
+    uv_async_init(w->loop, &w->mail_async, on_mail);
+    pthread_mutex_init(&w->mail_mu, NULL);
     int rc = log_ack_open(&w->ack, w->loop);
     if (rc != 0) snprintf(err, errlen, "cannot create completion queue: %s", uv_strerror(rc));
     return rc;
@@ -393,6 +556,7 @@ static int worker_init(http_t *h, int index, char *err, size_t errlen)
 
 static void free_server(http_t *h)
 {
+    for (int i = 0; i < h->nworkers; i++) pthread_mutex_destroy(&h->workers[i].mail_mu);
     free(h->workers);
     free(h);
 }
@@ -418,6 +582,9 @@ static void close_own(http__worker_t *w, uv_handle_t *handle)
  * is exiting and the context is left alone. */
 static void worker_teardown(http__worker_t *w)
 {
+    pthread_mutex_lock(&w->mail_mu);
+    w->gone = true;
+    pthread_mutex_unlock(&w->mail_mu);
     stop_listening(w);
     if (w->ack) log_ack_close(w->ack);
     w->ack = NULL;
@@ -428,6 +595,9 @@ static void worker_teardown(http__worker_t *w)
     }
     if (w->timer_init) close_own(w, (uv_handle_t *)&w->drain_timer);
     close_own(w, (uv_handle_t *)&w->views_async);
+    /* Mail still queued belongs to requests that are gone. */
+    on_mail(&w->mail_async);
+    close_own(w, (uv_handle_t *)&w->mail_async);
     if (w->index > 0) close_own(w, (uv_handle_t *)&w->stop_async);
 }
 
@@ -469,6 +639,7 @@ int http_open(http_t **out, const http_opts_t *opts, char *errbuf, size_t errlen
         return SP_EINVAL;
     }
     h->started_ns = sp_mono_ns();
+    atomic_store(&h->engine, opts->engine);
     /* Ready once the views reflect everything logged before we started. */
     h->ready_at = log_head(opts->log);
 
@@ -517,6 +688,8 @@ int http_open(http_t **out, const http_opts_t *opts, char *errbuf, size_t errlen
 }
 
 int http_port(http_t *h) { return h->port; }
+
+void http_set_engine(http_t *h, struct engine *e) { atomic_store(&h->engine, e); }
 
 /* Stops the worker threads (draining them if nobody did), releases
  * worker 0 and frees h once its handles have closed. */

@@ -91,14 +91,15 @@ static int validate(const schema_t *s, json_t *obj, char *err, size_t errlen)
 
 /* ---- JSON -> msgpack ---- */
 
-static int pack_write(void *data, const char *buf, size_t len)
+int ingest_pack_write(void *data, const char *buf, size_t len)
 {
     sp_buf_add(data, buf, len);
     return 0;
 }
 
-static void pack_json(msgpack_packer *pk, json_t *v)
+void ingest_pack_json(msgpack_packer *pk, const json_t *cv)
 {
+    json_t *v = (json_t *)cv; /* jansson's iterators take non-const trees */
     switch (json_typeof(v)) {
     case JSON_OBJECT: {
         msgpack_pack_map(pk, json_object_size(v));
@@ -108,7 +109,7 @@ static void pack_json(msgpack_packer *pk, json_t *v)
             size_t n = strlen(key);
             msgpack_pack_str(pk, n);
             msgpack_pack_str_body(pk, key, n);
-            pack_json(pk, val);
+            ingest_pack_json(pk, val);
         }
         break;
     }
@@ -116,7 +117,7 @@ static void pack_json(msgpack_packer *pk, json_t *v)
         msgpack_pack_array(pk, json_array_size(v));
         size_t i;
         json_t *val;
-        json_array_foreach (v, i, val) pack_json(pk, val);
+        json_array_foreach (v, i, val) ingest_pack_json(pk, val);
         break;
     }
     case JSON_STRING:
@@ -175,8 +176,8 @@ static int encode_body(int type, json_t *obj, sp_buf_t *body, char *err, size_t 
     if (rc != 0) return rc;
     sp_buf_t tmp = {0};
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &tmp, pack_write);
-    pack_json(&pk, obj);
+    msgpack_packer_init(&pk, &tmp, ingest_pack_write);
+    ingest_pack_json(&pk, obj);
     if (tmp.n > LOG_MAX_BODY) {
         snprintf(err, errlen, "body is %zu bytes; the limit is %u", tmp.n, LOG_MAX_BODY);
         sp_buf_free(&tmp);
@@ -253,6 +254,9 @@ static int obj_to_json(const msgpack_object *o, sp_buf_t *out, int depth)
     case MSGPACK_OBJECT_FLOAT32:
     case MSGPACK_OBJECT_FLOAT64: sp_buf_printf(out, "%.17g", o->via.f64); return 0;
     case MSGPACK_OBJECT_STR: sp_buf_add_json_str(out, o->via.str.ptr, o->via.str.size); return 0;
+    case MSGPACK_OBJECT_BIN: /* e.g. a compressed output chunk: show its size, not its bytes */
+        sp_buf_printf(out, "{\"binary_bytes\":%u}", o->via.bin.size);
+        return 0;
     case MSGPACK_OBJECT_ARRAY:
         sp_buf_add(out, "[", 1);
         for (uint32_t i = 0; i < o->via.array.size; i++) {

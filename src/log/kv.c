@@ -29,7 +29,7 @@ struct log_kvtxn {
     struct {
         char name[64];
         MDB_dbi dbi;
-    } pending[16];
+    } pending[64];
 };
 
 struct log_kvcur {
@@ -139,8 +139,12 @@ void log_kvtxn_abort(log_kvtxn_t *t)
     txn_free(t);
 }
 
-/* LMDB forbids concurrent mdb_dbi_open calls in one process, so every
- * lookup holds tblmu. */
+/* Table handles come from a cache filled only by committed write
+ * transactions. LMDB lets a transaction use a handle only if the handle
+ * was opened before the transaction began, and forbids concurrent
+ * mdb_dbi_open calls; so read transactions never open tables (a table not
+ * in the cache does not exist for them), and projections create their
+ * tables when they open, before anyone reads (proj_open). */
 int log_kvtxn_table(log_kvtxn_t *t, const char *name, unsigned *tbl)
 {
     log_kv_t *kv = t->kv;
@@ -153,22 +157,27 @@ int log_kvtxn_table(log_kvtxn_t *t, const char *name, unsigned *tbl)
             return 0;
         }
     }
-    MDB_dbi dbi;
-    int rc = mdb_dbi_open(t->txn, name, t->write ? MDB_CREATE : 0, &dbi);
-    if (rc == 0) {
-        /* A handle opened in a write txn is shared only after the commit;
-         * one from a read txn is kept at once. */
-        if (!t->write)
-            cache_add(kv, name, dbi);
-        else if (t->npending < SP_ARRAY_LEN(t->pending)) {
+    for (unsigned i = 0; i < t->npending; i++) {
+        if (strcmp(t->pending[i].name, name) == 0) {
+            *tbl = t->pending[i].dbi;
+            pthread_mutex_unlock(&kv->tblmu);
+            return 0;
+        }
+    }
+    int rc = SP_ENOTFOUND;
+    MDB_dbi dbi = 0;
+    if (t->write && t->npending < SP_ARRAY_LEN(t->pending)) {
+        rc = log__err(mdb_dbi_open(t->txn, name, MDB_CREATE, &dbi));
+        if (rc == 0) {
             snprintf(t->pending[t->npending].name, sizeof t->pending[0].name, "%s", name);
             t->pending[t->npending++].dbi = dbi;
         }
+    } else if (t->write) {
+        rc = SP_ETOOBIG; /* raise the pending limit */
     }
     pthread_mutex_unlock(&kv->tblmu);
-    if (rc != 0) return log__err(rc);
-    *tbl = dbi;
-    return 0;
+    if (rc == 0) *tbl = dbi;
+    return rc;
 }
 
 int log_kvtxn_get(log_kvtxn_t *t, unsigned tbl, sp_slice_t key, sp_slice_t *val)

@@ -27,7 +27,27 @@
  * version. A name is never reused; a body change bumps the version. */
 #define LOG_EVENT_TYPES(X)                                                                                             \
     X(LOG_EV_SYSTEM_NOTE, "system.note", 1)                                                                            \
-    X(LOG_EV_SYSTEM_MARK, "system.mark", 1)
+    X(LOG_EV_SYSTEM_MARK, "system.mark", 1)                                                                            \
+    X(LOG_EV_TOKEN_CREATED, "token.created", 1)                                                                        \
+    X(LOG_EV_TOKEN_REVOKED, "token.revoked", 1)                                                                        \
+    X(LOG_EV_PROJECT_ADDED, "project.added", 1)                                                                        \
+    X(LOG_EV_PROJECT_FOLLOWED, "project.followed", 1)                                                                  \
+    X(LOG_EV_PROJECT_UNFOLLOWED, "project.unfollowed", 1)                                                              \
+    X(LOG_EV_PROJECT_BUILDING_STOPPED, "project.building_stopped", 1)                                                  \
+    X(LOG_EV_PROJECT_BUILDING_RESUMED, "project.building_resumed", 1)                                                  \
+    X(LOG_EV_PIPELINE_CREATED, "pipeline.created", 1)                                                                  \
+    X(LOG_EV_PIPELINE_CONFIG_FETCHED, "pipeline.config_fetched", 1)                                                    \
+    X(LOG_EV_PIPELINE_ERRORED, "pipeline.errored", 1)                                                                  \
+    X(LOG_EV_WORKFLOW_CREATED, "workflow.created", 1)                                                                  \
+    X(LOG_EV_WORKFLOW_FINISHED, "workflow.finished", 1)                                                                \
+    X(LOG_EV_JOB_QUEUED, "job.queued", 1)                                                                              \
+    X(LOG_EV_JOB_STARTED, "job.started", 1)                                                                            \
+    X(LOG_EV_JOB_STEP_STARTED, "job.step_started", 1)                                                                  \
+    X(LOG_EV_JOB_OUTPUT, "job.output", 1)                                                                              \
+    X(LOG_EV_JOB_STEP_FINISHED, "job.step_finished", 1)                                                                \
+    X(LOG_EV_JOB_FINISHED, "job.finished", 1)                                                                          \
+    X(LOG_EV_JOB_NOT_RUN, "job.not_run", 1)                                                                            \
+    X(LOG_EV_AGENT_REGISTERED, "agent.registered", 1)
 
 typedef enum {
     LOG_EV_UNKNOWN = 0,
@@ -118,6 +138,11 @@ typedef void (*log_done_cb)(void *arg, int status, uint64_t first_seq);
 
 /* Blocking append for CLI and tools: returns after the batch is durable. */
 int log_append_wait(log_t *log, const log_entry_t *entries, size_t n, uint64_t *first_seq);
+
+/* Submits and returns at once; cb runs on the writer thread once the
+ * batch is durable (or failed). cb must be quick and must not append. If
+ * this returns an error, cb never runs. */
+int log_append_cb(log_t *log, const log_entry_t *entries, size_t n, log_done_cb cb, void *arg);
 
 /* Completion queue bound to a libuv loop: callbacks of log_append_async
  * run on that loop. Open and close on the loop's thread. */

@@ -204,8 +204,24 @@ int log_append_async(log_t *log, log_ack_t *ack, const log_entry_t *entries, siz
     return rc;
 }
 
+int log_append_cb(log_t *log, const log_entry_t *entries, size_t n, log_done_cb cb, void *arg)
+{
+    log__req_t *req;
+    int rc = req_new(entries, n, &req);
+    if (rc != 0) return rc;
+    req->cb = cb;
+    req->arg = arg;
+    if ((rc = enqueue(log, req)) != 0) free(req);
+    return rc;
+}
+
 void log__req_complete(log__req_t *req)
 {
+    if (req->ack == NULL && req->waiter == NULL) {
+        req->cb(req->arg, req->status, req->first_seq);
+        free(req);
+        return;
+    }
     if (req->waiter) {
         atomic_store(&req->waiter->done, true); /* woken by complete_all */
         return;

@@ -115,12 +115,15 @@ static int apply_counts(void *state, log_kvtxn_t *t, const log_event_t *ev)
     return add(st, t, true, key, 11 + tn);
 }
 
+static const char *const tables[] = {"counts.type", "counts.day", NULL};
+
 const proj_ops_t proj_counts_ops = {
     .name = "counts",
     .version = 1,
     .state_size = sizeof(counts_state_t),
     .apply = apply_counts,
     .flush = flush_counts,
+    .tables = tables,
 };
 
 static int each(log_kvtxn_t *t, const char *table, const char *from, proj_count_cb cb, void *arg)

@@ -77,6 +77,11 @@ static int load_checkpoints(proj_t *p, char *err, size_t errlen)
     if (rc != 0) goto fail;
     if ((rc = log_kvtxn_table(t, CKPT_TABLE, &p->ckpt_tbl)) != 0) goto fail_txn;
     for (size_t i = 0; i < p->n; i++) {
+        unsigned tbl;
+        for (const char *const *name = p->slots[i].ops->tables; name && *name; name++)
+            if ((rc = log_kvtxn_table(t, *name, &tbl)) != 0) goto fail_txn;
+    }
+    for (size_t i = 0; i < p->n; i++) {
         slot_t *s = &p->slots[i];
         sp_slice_t v;
         rc = log_kvtxn_get(t, p->ckpt_tbl, SP_SLICE_STR(s->ops->name), &v);
@@ -366,5 +371,5 @@ int proj_dump(proj_t *p, sp_buf_t *out)
     return rc;
 }
 
-const proj_ops_t *const proj_all[] = {&proj_counts_ops};
+const proj_ops_t *const proj_all[] = {&proj_counts_ops, &proj_registry_ops, &proj_pipelines_ops};
 const size_t proj_all_count = SP_ARRAY_LEN(proj_all);

@@ -19,6 +19,8 @@
 
 #include "../log/log.h"
 
+#include <jansson.h>
+
 typedef struct {
     const char *name;  /* [a-z0-9_]+, also the prefix of its tables */
     uint32_t version;  /* bump on any change of layout or meaning */
@@ -27,6 +29,10 @@ typedef struct {
     int (*apply)(void *state, log_kvtxn_t *t, const log_event_t *ev);
     /* Optional: writes what apply buffered, before the batch commits. */
     int (*flush)(void *state, log_kvtxn_t *t);
+    /* Every table it uses ("<name>.<table>"), NULL-terminated. They are
+     * created when the projection opens: readers cannot see tables made
+     * later (see log_kvtxn_table). */
+    const char *const *tables;
 } proj_ops_t;
 
 typedef struct proj proj_t;
@@ -86,5 +92,58 @@ int proj_counts_by_type(log_kvtxn_t *t, proj_count_cb cb, void *arg);
 int proj_counts_by_day(log_kvtxn_t *t, const char *from, proj_count_cb cb, void *arg);
 /* "YYYY-MM-DD" (UTC) for a time in ns since the epoch; out >= 11 bytes. */
 void proj_day_of(int64_t ns, char *out);
+
+/* ---- registry: API tokens and projects ---- */
+extern const proj_ops_t proj_registry_ops;
+/* Called per document; return false to stop. doc is borrowed for the call. */
+typedef bool (*proj_doc_cb)(void *arg, const json_t *doc);
+/* Token by the hex SHA-256 of its value: {id, name, role, revoked}. */
+int proj_token_lookup(log_kvtxn_t *t, const char *hash_hex, json_t **out);
+/* Project document by slug (CircleCI's Project shape plus _secret,
+ * _building, _followers). Caller decrefs. SP_ENOTFOUND when unknown. */
+int proj_project_get(log_kvtxn_t *t, const char *slug, json_t **out);
+int proj_projects_each(log_kvtxn_t *t, proj_doc_cb cb, void *arg);
+
+/* ---- pipelines, workflows, jobs, steps, output ----
+ * Documents have CircleCI's API v2 shapes (Pipeline, Workflow, workflow
+ * job item / job details) plus fields of ours starting with "_". Getters
+ * return SP_ENOTFOUND for unknown ids; the caller decrefs *out. */
+extern const proj_ops_t proj_pipelines_ops;
+#define PROJ_ID_MAX 64
+int proj_pipeline_get(log_kvtxn_t *t, const char *id, json_t **out);
+/* {source, compiled, processed}: YAML source, processed YAML, processed JSON text */
+int proj_pipeline_config(log_kvtxn_t *t, const char *id, json_t **out);
+int proj_pipeline_by_number(log_kvtxn_t *t, const char *slug, uint64_t number, char id[PROJ_ID_MAX]);
+int proj_pipeline_by_delivery(log_kvtxn_t *t, const char *delivery, char id[PROJ_ID_MAX]);
+/* Last pipeline and job numbers given in a project (0 when none). */
+int proj_counters(log_kvtxn_t *t, const char *slug, uint64_t *pipeline, uint64_t *job);
+/* A project's pipelines, newest first, starting below number `before`
+ * (0: from the newest). */
+int proj_pipelines_list(log_kvtxn_t *t, const char *slug, uint64_t before, proj_doc_cb cb, void *arg);
+int proj_workflow_get(log_kvtxn_t *t, const char *id, json_t **out);
+/* A pipeline's workflows in creation order. */
+int proj_workflows_of(log_kvtxn_t *t, const char *pipeline_id, proj_doc_cb cb, void *arg);
+/* Pipelines whose config is not fetched yet. */
+int proj_pending_pipelines(log_kvtxn_t *t, void (*cb)(void *arg, const char *id), void *arg);
+/* Workflows that have not finished. */
+int proj_active_workflows(log_kvtxn_t *t, proj_doc_cb cb, void *arg);
+int proj_job_get(log_kvtxn_t *t, const char *id, json_t **out);
+int proj_job_by_number(log_kvtxn_t *t, const char *slug, uint64_t number, char id[PROJ_ID_MAX]);
+/* A job's steps ordered by step id then parallel index:
+ * {step, index, name, status, start_time, end_time, exit_code,
+ *  run_time_millis, bash_command, background, _lines, _bytes}. */
+int proj_steps_each(log_kvtxn_t *t, const char *job_id, proj_doc_cb cb, void *arg);
+
+/* One stored chunk of step output: the job.output event at log_seq. */
+typedef struct {
+    uint32_t step, index, seq;
+    uint64_t log_seq;
+    uint32_t lines, bytes;
+} proj_chunk_t;
+typedef bool (*proj_chunk_cb)(void *arg, const proj_chunk_t *c);
+/* Chunks of a job in (step, index, seq) order; step < 0: every step;
+ * index < 0: every index of step; with both given, chunks seq >= from. */
+int proj_output_each(log_kvtxn_t *t, const char *job_id, int step, int index, uint32_t from, proj_chunk_cb cb,
+                     void *arg);
 
 #endif

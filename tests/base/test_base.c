@@ -59,3 +59,26 @@ TEST(base_format_time)
     sp_format_time(1700000000123456789LL, s, sizeof s);
     T_EQ_STR(s, "2023-11-14T22:13:20.123Z");
 }
+
+TEST(base_map_set_get_del_iterate)
+{
+    sp_map_t m = {0};
+    char keys[500][16];
+    for (int i = 0; i < 500; i++) {
+        snprintf(keys[i], sizeof keys[i], "k%d", i);
+        sp_map_set(&m, keys[i], keys[i]);
+    }
+    T_EQ_U64(sp_map_len(&m), 500);
+    for (int i = 0; i < 500; i += 2) T_ASSERT(sp_map_del(&m, keys[i]) == keys[i]);
+    T_EQ_U64(sp_map_len(&m), 250);
+    for (int i = 0; i < 500; i++) T_ASSERT(sp_map_get(&m, keys[i]) == (i % 2 ? keys[i] : NULL));
+    sp_map_set(&m, "k1", NULL);
+    T_ASSERT(sp_map_get(&m, "k1") == NULL && sp_map_len(&m) == 250);
+    size_t it = 0, n = 0;
+    const char *k;
+    while (sp_map_next(&m, &it, &k, NULL)) n++;
+    T_EQ_U64(n, 250);
+    for (int i = 0; i < 500; i += 2) sp_map_set(&m, keys[i], keys[i]); /* reuses tombstones */
+    T_EQ_U64(sp_map_len(&m), 500);
+    sp_map_free(&m);
+}

@@ -64,10 +64,13 @@ def run_spool(*args, data=None, check=False, timeout=120, input=None):
 
 
 class Server:
-    """A running `spool serve`."""
+    """A running `spool serve`. slots: local agent slots (0 keeps the log to
+    what the test itself appends: agents log their registration)."""
 
-    def __init__(self, data):
+    def __init__(self, data, slots=0, extra_args=()):
         self.data = str(data)
+        self.slots = slots
+        self.extra_args = list(extra_args)
         self.port = free_port()
         self.proc = None
         self.stderr_path = os.path.join(self.data + ".stderr")
@@ -79,7 +82,8 @@ class Server:
     def start(self, wait_ready=True):
         self.stderr = open(self.stderr_path, "ab")
         self.proc = subprocess.Popen(
-            [SPOOL, "serve", "--data", self.data, "--listen", f"127.0.0.1:{self.port}"],
+            [SPOOL, "serve", "--data", self.data, "--listen", f"127.0.0.1:{self.port}", "--slots", str(self.slots),
+             *self.extra_args],
             stdout=subprocess.DEVNULL, stderr=self.stderr, env=ENV)
         wait_for(lambda: self._answers() or self.proc.poll() is not None, what="server to listen")
         if self.proc.poll() is not None:
@@ -313,8 +317,8 @@ def make_server(tmp_path):
     """Factory for extra servers (on any data dir); all are killed at the end."""
     made = []
 
-    def make(data=None):
-        s = Server(data if data is not None else tmp_path / "data")
+    def make(data=None, **kw):
+        s = Server(data if data is not None else tmp_path / "data", **kw)
         made.append(s)
         return s
 

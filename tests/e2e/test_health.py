@@ -27,7 +27,8 @@ def test_status_after_appends(server):
     status, st = server.get_json("/status")
     assert status == 200
     assert st["head_sequence"] == 6
-    assert st["projections"] == [{"name": "counts", "version": 1, "checkpoint": 6, "lag": 0}]
+    assert {"name": "counts", "version": 1, "checkpoint": 6, "lag": 0} in st["projections"]
+    assert all(p["checkpoint"] == 6 and p["lag"] == 0 for p in st["projections"])
     assert st["events_by_type"] == {"system.mark": 1, "system.note": 5}
     assert sum(st["events_by_day"].values()) == 6
     assert st["ready"] is True

@@ -12,6 +12,9 @@
 #define LLVMFuzzerTestOneInput fuzz_ingest_one
 #include "../../tools/fuzz/ingest.c"
 #undef LLVMFuzzerTestOneInput
+#define LLVMFuzzerTestOneInput fuzz_config_one
+#include "../../tools/fuzz/config.c"
+#undef LLVMFuzzerTestOneInput
 
 /* The corpus sits beside this source file's tree. */
 static void corpus_dir(char *out, size_t n, const char *target)
@@ -56,6 +59,9 @@ static int run_corpus(t_ctx_t *t, const char *target, int (*one)(const uint8_t *
 TEST(fuzz_corpus_record) { T_ASSERT(run_corpus(t, "record", fuzz_record_one) >= 3); }
 
 TEST(fuzz_corpus_ingest) { T_ASSERT(run_corpus(t, "ingest", fuzz_ingest_one) >= 6); }
+
+/* Seeds and every input fuzz-config once crashed on (regress-*). */
+TEST(fuzz_corpus_config) { T_ASSERT(run_corpus(t, "config", fuzz_config_one) >= 6); }
 
 TEST(log_body_unpack_rejects_impossible_sizes)
 {

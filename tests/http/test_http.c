@@ -6,6 +6,7 @@
 #include "http/http.h"
 
 #include <curl/curl.h>
+#include <jansson.h>
 #include <pthread.h>
 #include <semaphore.h>
 
@@ -286,4 +287,47 @@ TEST(http_several_workers_share_the_port)
     sp_buf_free(&r.body);
     srv_stop(&s);
     T_EQ_U64(s.close_rc, 0);
+}
+
+/* CircleCI's CLI validates configs through this endpoint (issue 4). */
+TEST(http_compile_config_with_defaults)
+{
+    srv_t s;
+    T_OK(srv_start(t, &s, true));
+    resp_t r;
+    const char *ok = "{\"config_yaml\": \"version: 2.1\\nparameters:\\n  p: {type: string, default: d}\\njobs:\\n  "
+                     "build:\\n    docker: [{image: a}]\\n    steps: [run: echo << pipeline.parameters.p >> << "
+                     "pipeline.git.branch >> << pipeline.number >>]\\n\", \"options\": {\"owner_id\": \"o\", "
+                     "\"pipeline_values\": {\"pipeline.git.branch\": \"dev\", \"pipeline.number\": 7}, "
+                     "\"pipeline_parameters\": {\"p\": \"given\"}}}";
+    T_OK(req(&s, "POST", "/api/v2/compile-config-with-defaults", ok, false, &r));
+    T_EQ_U64(r.status, 200);
+    json_error_t je;
+    json_t *j = json_loads(BODY(r), 0, &je);
+    T_ASSERT(j != NULL);
+    T_ASSERT(json_is_true(json_object_get(j, "valid")));
+    T_ASSERT(strstr(json_string_value(json_object_get(j, "output-yaml")), "command: echo given dev 7\n") != NULL);
+    T_ASSERT(strncmp(json_string_value(json_object_get(j, "source-yaml")), "version: 2.1\n", 13) == 0);
+    T_EQ_U64(json_array_size(json_object_get(j, "errors")), 0);
+    json_decref(j);
+    sp_buf_free(&r.body);
+
+    const char *bad = "{\"config_yaml\": \"version: 2.1\\njobs:\\n  build:\\n    docker: [{image: a}]\\n    steps: "
+                      "[nope]\\n\"}";
+    T_OK(req(&s, "POST", "/api/v2/compile-config-with-defaults", bad, false, &r));
+    T_EQ_U64(r.status, 200);
+    j = json_loads(BODY(r), 0, &je);
+    T_ASSERT(j != NULL);
+    T_ASSERT(json_is_false(json_object_get(j, "valid")));
+    T_EQ_STR(json_string_value(json_object_get(j, "output-yaml")), "");
+    T_EQ_STR(json_string_value(json_object_get(json_array_get(json_object_get(j, "errors"), 0), "message")),
+             "config.yml:5:13: jobs.build.steps[0]: unknown step \"nope\": not a built-in step or a command");
+    json_decref(j);
+    sp_buf_free(&r.body);
+
+    T_OK(req(&s, "POST", "/api/v2/compile-config-with-defaults", "{\"options\": {}}", false, &r));
+    T_EQ_U64(r.status, 400);
+    T_EQ_STR(BODY(r), "{\"message\":\"config_yaml: expected the config as a string\"}");
+    sp_buf_free(&r.body);
+    srv_stop(&s);
 }

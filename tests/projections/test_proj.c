@@ -22,8 +22,9 @@ static int apply_seen(void *state, log_kvtxn_t *t, const log_event_t *ev)
     return log_kvtxn_put(t, tbl, (sp_slice_t){k, 8}, ev->type_name);
 }
 
-static proj_ops_t seen_v1 = {.name = "seen", .version = 1, .apply = apply_seen};
-static proj_ops_t seen_v2 = {.name = "seen", .version = 2, .apply = apply_seen};
+static const char *const seen_tables[] = {"seen.events", NULL};
+static proj_ops_t seen_v1 = {.name = "seen", .version = 1, .apply = apply_seen, .tables = seen_tables};
+static proj_ops_t seen_v2 = {.name = "seen", .version = 2, .apply = apply_seen, .tables = seen_tables};
 
 static long count_table(proj_t *p, const char *name)
 {
