@@ -111,9 +111,11 @@ int agent__sandbox_probe(char **path, char *err, size_t errlen);
 /* argv for running cmd inside a sandbox: read-only /, a writable task
  * directory, tmp_dir bound on /tmp, own PID namespace, new session, dies
  * with its parent, network shared, bwrap writing its info (the sandbox
- * init's pid) on info_fd. Caller frees with agent__argv_free. */
-char **agent__sandbox_argv(const char *bwrap, const char *task_dir, const char *tmp_dir, const char *cwd,
-                           char *const *cmd, int info_fd);
+ * init's pid) on info_fd. ro_extra (may be NULL) is one more existing
+ * path bound read-only at its own path after /tmp, for what the private
+ * /tmp would hide. Caller frees with agent__argv_free. */
+char **agent__sandbox_argv(const char *bwrap, const char *task_dir, const char *tmp_dir, const char *ro_extra,
+                           const char *cwd, char *const *cmd, int info_fd);
 void agent__argv_free(char **argv);
 /* Reads "child-pid" from bwrap's info JSON; 0 if not (yet) there. */
 pid_t agent__sandbox_info_pid(const char *json, size_t n);

@@ -520,7 +520,9 @@ static void on_quiet_timer(uv_timer_t *t)
         return;
     }
     if (p->kill_pending) {
-        if (!p->exited && p->inner_pid == 0) uv_process_kill(&p->ps, SIGKILL);
+        /* bwrap's whole process group: bwrap may have forked helpers
+         * that are not in the sandbox yet. */
+        if (!p->exited && p->inner_pid == 0) kill(-p->ps.pid, SIGKILL);
         return;
     }
     uint64_t now = uv_now(&p->x->loop);
@@ -576,7 +578,7 @@ static void on_info_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         /* bwrap closed its info without a pid: it failed before making
          * the sandbox, so bwrap alone is left to kill. */
         uv_read_stop(st);
-        if (p->inner_pid == 0 && p->kill_pending && !p->exited) uv_process_kill(&p->ps, SIGKILL);
+        if (p->inner_pid == 0 && p->kill_pending && !p->exited) kill(-p->ps.pid, SIGKILL);
     }
 }
 
@@ -719,7 +721,7 @@ static bool start_step(agent__exec_t *x, const agent__step_t *st)
     bool checkout = strcmp(st->type, "checkout") == 0;
     const agent__task_t *task = x->task;
     char err[1024];
-    char *bash = NULL, *cwd = NULL, *script = NULL;
+    char *bash = NULL, *cwd = NULL, *script = NULL, *ro_extra = NULL;
     char **cmd = NULL, **argv = NULL, **envp = NULL;
     bool fg = false;
 
@@ -749,6 +751,14 @@ static bool start_step(agent__exec_t *x, const agent__step_t *st)
                             NULL};
         memcpy(extra, kv, sizeof kv);
         cwd = sp_xstrdup(x->home);
+        /* A local repository (file:// or a path) under /tmp would be
+         * hidden by the sandbox's private /tmp: bind it, read-only. */
+        const char *u = task->checkout_url;
+        const char *local = strncmp(u, "file://", 7) == 0 ? u + 7 : u;
+        struct stat rst;
+        if (x->o.bwrap != NULL && local[0] == '/' && under(local, "/tmp") && !under(local, x->task_dir) &&
+            stat(local, &rst) == 0)
+            ro_extra = sp_xstrdup(local);
         cmd = split_words(x->shell_default, 2);
         size_t n = argv_len(cmd);
         cmd[n] = sp_xstrdup("-c");
@@ -826,7 +836,7 @@ static bool start_step(agent__exec_t *x, const agent__step_t *st)
         stdio[3] =
             (uv_stdio_container_t){.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&p->info};
         po.stdio_count = 4;
-        argv = agent__sandbox_argv(x->o.bwrap, x->task_dir, x->tmp, cwd, cmd, 3);
+        argv = agent__sandbox_argv(x->o.bwrap, x->task_dir, x->tmp, ro_extra, cwd, cmd, 3);
         po.cwd = x->task_dir;
     } else {
         argv = cmd;
@@ -871,6 +881,7 @@ out:
     free(cwd);
     free(codir);
     free(script);
+    free(ro_extra);
     return fg;
 }
 

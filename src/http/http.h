@@ -30,6 +30,7 @@ typedef struct {
     size_t max_body;          /* request body limit; 0 = 8 MiB */
     int threads;              /* event loops serving TCP; 0 = 1 */
     struct engine *engine;    /* the decider; NULL: write APIs answer 503 */
+    const char *base_url;     /* how users reach the server, for links; NULL: the Host header */
 } http_opts_t;
 
 int http_open(http_t **out, const http_opts_t *opts, char *errbuf, size_t errlen);

@@ -79,6 +79,7 @@ struct http {
     http_opts_t opts;
     char listen[256];
     char admin_path[256];
+    char base_url[256];
     h2o_globalconf_t config;
     int port;
     int nworkers;

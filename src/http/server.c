@@ -565,8 +565,13 @@ static void on_worker_handle_closed(uv_handle_t *handle)
 {
     http__worker_t *w = handle->data;
     /* Worker 0's handles close on the caller's loop after http_close
-     * returned; the last one frees the server. */
-    if (--w->closing_handles == 0 && w->index == 0 && w->srv->closed) free_server(w->srv);
+     * returned; the last one frees the server, unless a connection was
+     * abandoned at shutdown: its close would still reach its worker, so
+     * the memory is left to the exiting process. */
+    if (--w->closing_handles > 0 || w->index != 0 || !w->srv->closed) return;
+    for (int i = 0; i < w->srv->nworkers; i++)
+        if (w->srv->workers[i].conns > 0) return;
+    free_server(w->srv);
 }
 
 static void close_own(http__worker_t *w, uv_handle_t *handle)
@@ -622,6 +627,8 @@ int http_open(http_t **out, const http_opts_t *opts, char *errbuf, size_t errlen
     h->opts = *opts;
     snprintf(h->listen, sizeof h->listen, "%s", opts->listen ? opts->listen : "127.0.0.1:8080");
     h->opts.listen = h->listen;
+    snprintf(h->base_url, sizeof h->base_url, "%s", opts->base_url ? opts->base_url : "");
+    h->opts.base_url = h->base_url[0] ? h->base_url : NULL;
     bool unix_listen = strncmp(h->listen, "unix:", 5) == 0;
     h->nworkers = opts->threads < 1 || unix_listen ? 1 : opts->threads > MAX_WORKERS ? MAX_WORKERS : opts->threads;
     if (opts->admin_socket) {

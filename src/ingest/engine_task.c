@@ -176,7 +176,8 @@ int engine_chunk_decode(sp_slice_t z, int64_t t0_ns, json_t *out)
         if (l == NULL) break;
         if (text.n == 0) cur_t = (int64_t)l[0].via.u64;
         cur = stream;
-        sp_buf_add(&text, l[2].via.str.ptr, l[2].via.str.size);
+        /* Output is bytes; JSON needs UTF-8: invalid sequences become U+FFFD. */
+        sp_buf_add_utf8(&text, l[2].via.str.ptr, l[2].via.str.size);
         sp_buf_add(&text, "\n", 1);
     }
     sp_buf_free(&text);

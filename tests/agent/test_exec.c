@@ -524,9 +524,9 @@ static char *read_cmd(const char *cmd)
     return sp_xstrdup(buf);
 }
 
-/* The sandbox gives steps the task's own /tmp, so a repository the
- * checkout reads must live elsewhere: under /var/tmp, removed at the
- * end whatever the outcome. */
+/* The repository lives in the test's directory, under /tmp, which the
+ * sandbox replaces with the task's private /tmp: the checkout step binds
+ * a local repository there read-only. */
 static void checkout_case(t_ctx_t *t, const char *repo)
 {
     T_OK(sh("set -e; git init -q -b main %s; cd %s; git config user.email t@example.com; git config user.name T; "
@@ -605,12 +605,9 @@ static void checkout_case(t_ctx_t *t, const char *repo)
 TEST(agent_exec_checkout_real_git_revision)
 {
     NEED_SANDBOX();
-    char base[] = "/var/tmp/spool-test-repo-XXXXXX";
-    T_ASSERT(mkdtemp(base) != NULL);
-    char repo[64];
-    snprintf(repo, sizeof repo, "%s/app", base);
+    char repo[4200]; /* t_path's buffers rotate: keep a copy */
+    snprintf(repo, sizeof repo, "%s", t_path(t, "repos/app"));
     checkout_case(t, repo);
-    agent__rmtree(base);
 }
 
 /* ---- chunks and task documents ------------------------------------------- */

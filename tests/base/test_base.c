@@ -82,3 +82,14 @@ TEST(base_map_set_get_del_iterate)
     T_EQ_U64(sp_map_len(&m), 500);
     sp_map_free(&m);
 }
+
+TEST(base_utf8_replaces_invalid_sequences)
+{
+    sp_buf_t b = {0};
+    static const char in[] = "ok\n\xff\xfe bad \xc3\xa9 \xe2\x82 \xed\xa0\x80!";
+    sp_buf_add_utf8(&b, in, sizeof in - 1);
+    sp_buf_add(&b, "", 1);
+    T_EQ_STR((char *)b.p, "ok\n\xef\xbf\xbd\xef\xbf\xbd bad \xc3\xa9 \xef\xbf\xbd\xef\xbf\xbd "
+                          "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd!");
+    sp_buf_free(&b);
+}
