@@ -11,6 +11,8 @@ static const char usage[] = "usage: spool <command> [options]\n"
                             "  log          tail, verify or append to the event log\n"
                             "  config       validate or process a .circleci/config.yml\n"
                             "  agent        run a build agent: claim tasks from a server and run them\n"
+                            "  project      add projects, follow them, stop or resume building\n"
+                            "  tokens       create and revoke API and agent tokens\n"
                             "  version      print the version\n"
                             "\n"
                             "Run `spool <command> --help` for a command's options.\n";
@@ -34,6 +36,8 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "log") == 0) return cli_log(argc - 1, argv + 1);
     if (strcmp(cmd, "config") == 0) return cli_config(argc - 1, argv + 1);
     if (strcmp(cmd, "agent") == 0) return cli_agent(argc - 1, argv + 1);
+    if (strcmp(cmd, "project") == 0) return cli_project(argc - 1, argv + 1);
+    if (strcmp(cmd, "tokens") == 0) return cli_tokens(argc - 1, argv + 1);
     fprintf(stderr, "spool: unknown command \"%s\"\n%s", cmd, usage);
     return CLI_USAGE;
 }

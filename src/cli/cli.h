@@ -13,6 +13,8 @@ int cli_serve(int argc, char **argv);
 int cli_log(int argc, char **argv);
 int cli_config(int argc, char **argv);
 int cli_agent(int argc, char **argv);
+int cli_project(int argc, char **argv);
+int cli_tokens(int argc, char **argv);
 
 /* Shared helpers */
 #define CLI_OK    0

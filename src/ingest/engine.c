@@ -221,8 +221,8 @@ int engine_token_create(engine_t *e, const char *name, const char *role, const c
     e__batch_init(&b, e, actor, cb, arg);
     pthread_mutex_lock(&e->mu);
     if (!valid_name(name, 100)) return fail(e, &b, SP_EINVAL, err, errlen, "name: expected 1 to 100 characters");
-    if (strcmp(role, "admin") != 0 && strcmp(role, "user") != 0)
-        return fail(e, &b, SP_EINVAL, err, errlen, "role: expected \"admin\" or \"user\"");
+    if (strcmp(role, "admin") != 0 && strcmp(role, "user") != 0 && strcmp(role, "agent") != 0)
+        return fail(e, &b, SP_EINVAL, err, errlen, "role: expected \"admin\", \"user\" or \"agent\"");
     uint8_t raw[24];
     sp_random_bytes(raw, sizeof raw);
     char token[64] = "spl_", hash[65], id[E_ID];

@@ -50,8 +50,9 @@ void engine_close(engine_t *e);
  * ... with a message in err (a sentence for the HTTP `message`). */
 
 /* ---- tokens and projects ---- */
-/* role: "admin" or "user". result: {id, name, role, token} (the only time
- * the token is shown). */
+/* role: "admin", "user" or "agent" (an agent token may only run the agent
+ * protocol). result: {id, name, role, token} (the only time the token is
+ * shown). */
 int engine_token_create(engine_t *e, const char *name, const char *role, const char *actor, engine_done_cb cb,
                         void *arg, char *err, size_t errlen);
 int engine_token_revoke(engine_t *e, const char *id, const char *actor, engine_done_cb cb, void *arg, char *err,

@@ -266,3 +266,45 @@ def test_restart_mid_job_never_leaves_it_running(tmp_path):
     finally:
         if ci.server.proc is not None:
             ci.server.kill()
+
+
+def test_cli_adds_projects_and_tokens_and_stop_building(tmp_path):
+    from conftest import run_spool
+    repo = Repo(tmp_path / "git")
+    server = Server(tmp_path / "data", slots=2)
+    try:
+        server.start()
+        data = str(tmp_path / "data")
+        p = run_spool("project", "add", "acme/app", "--url", repo.url, "--webhook-secret", SECRET, data=data)
+        assert p.returncode == 0, p.stderr
+        assert json.loads(p.stdout)["slug"] == "gh/acme/app"
+        p = run_spool("project", "add", "acme/app", "--url", repo.url, data=data)
+        assert p.returncode == 1 and "already exists" in p.stderr
+        p = run_spool("project", "add", "acme/app", data=data)
+        assert p.returncode == 2 and "--url" in p.stderr
+        p = run_spool("tokens", "create", "ci-bot", "--role", "user", data=data)
+        assert p.returncode == 0, p.stderr
+        token = json.loads(p.stdout)["token"]
+        repo.hook(f"http://127.0.0.1:{server.port}", SECRET)
+        repo.commit("CI", {".circleci/config.yml": CONFIG, "README.md": "hi\n"})
+        repo.push("main")
+        wait_for(lambda: server.request("GET", "/api/v2/project/gh/acme/app/pipeline",
+                                        headers={"Circle-Token": token})[0] == 200, what="API with the token")
+        assert run_spool("project", "stop", "acme/app", data=data).returncode == 0
+        repo.commit("more")
+        repo.push("main")
+        assert repo.hook_statuses()[-1] == 200  # accepted, but nothing is built
+        s, body, _ = server.request("POST", "/api/v2/project/gh/acme/app/pipeline", {"branch": "main"},
+                                    headers={"Circle-Token": token})
+        assert s == 400 and "building is stopped" in json.loads(body)["message"]
+        assert run_spool("project", "resume", "acme/app", data=data).returncode == 0
+        s, body, _ = server.request("POST", "/api/v2/project/gh/acme/app/pipeline", {"branch": "main"},
+                                    headers={"Circle-Token": token})
+        assert s == 201, body
+        p = run_spool("tokens", "revoke", json.loads(run_spool("tokens", "create", "tmp", data=data).stdout)["id"],
+                      data=data)
+        assert p.returncode == 0, p.stderr
+        assert run_spool("project", "follow", "acme/app", data=data).returncode == 0
+    finally:
+        if server.proc is not None:
+            server.kill()
