@@ -13,6 +13,9 @@ static const char usage[] = "usage: spool <command> [options]\n"
                             "  agent        run a build agent: claim tasks from a server and run them\n"
                             "  project      add projects, follow them, stop or resume building\n"
                             "  tokens       create and revoke API and agent tokens\n"
+                            "  agents       agent tokens (spool agents token create NAME)\n"
+                            "  nodes        list agents, drain and undrain them\n"
+                            "  queue        show the queues, cancel the oldest jobs, promote a job\n"
                             "  version      print the version\n"
                             "\n"
                             "Run `spool <command> --help` for a command's options.\n";
@@ -38,6 +41,9 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "agent") == 0) return cli_agent(argc - 1, argv + 1);
     if (strcmp(cmd, "project") == 0) return cli_project(argc - 1, argv + 1);
     if (strcmp(cmd, "tokens") == 0) return cli_tokens(argc - 1, argv + 1);
+    if (strcmp(cmd, "queue") == 0) return cli_queue(argc - 1, argv + 1);
+    if (strcmp(cmd, "nodes") == 0) return cli_nodes(argc - 1, argv + 1);
+    if (strcmp(cmd, "agents") == 0) return cli_agents(argc - 1, argv + 1);
     fprintf(stderr, "spool: unknown command \"%s\"\n%s", cmd, usage);
     return CLI_USAGE;
 }

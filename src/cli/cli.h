@@ -15,6 +15,9 @@ int cli_config(int argc, char **argv);
 int cli_agent(int argc, char **argv);
 int cli_project(int argc, char **argv);
 int cli_tokens(int argc, char **argv);
+int cli_queue(int argc, char **argv);
+int cli_nodes(int argc, char **argv);
+int cli_agents(int argc, char **argv);
 
 /* Shared helpers */
 #define CLI_OK    0
@@ -34,5 +37,8 @@ const char *cli_admin_socket(const char *data);
  * sp_buf_free). Returns 0, or an error if the socket did not answer. */
 int cli_admin_post(const char *socket_path, const char *path, const char *json, int *status, sp_buf_t *resp, char *err,
                    size_t errlen);
+/* The same with any method; json may be NULL (no body). */
+int cli_admin_request(const char *socket_path, const char *method, const char *path, const char *json, int *status,
+                      sp_buf_t *resp, char *err, size_t errlen);
 
 #endif

@@ -45,6 +45,12 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg)
 int cli_admin_post(const char *socket_path, const char *path, const char *json, int *status, sp_buf_t *resp, char *err,
                    size_t errlen)
 {
+    return cli_admin_request(socket_path, "POST", path, json, status, resp, err, errlen);
+}
+
+int cli_admin_request(const char *socket_path, const char *method, const char *path, const char *json, int *status,
+                      sp_buf_t *resp, char *err, size_t errlen)
+{
     CURL *c = curl_easy_init();
     if (c == NULL) {
         snprintf(err, errlen, "cannot initialise libcurl");
@@ -55,7 +61,8 @@ int cli_admin_post(const char *socket_path, const char *path, const char *json, 
     struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: application/json");
     curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, socket_path);
     curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, json);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    if (json) curl_easy_setopt(c, CURLOPT_POSTFIELDS, json);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, resp);

@@ -6,42 +6,51 @@
 #include "../reactors/reactors.h"
 
 #include <getopt.h>
+#include <jansson.h>
 #include <malloc.h>
 #include <openssl/ssl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 
-static const char serve_usage[] = "usage: spool serve [options]\n"
-                                  "\n"
-                                  "Starts the server: the event log, the projections, the engine, the HTTP\n"
-                                  "front-end and a local fleet of build agents.\n"
-                                  "\n"
-                                  "  --data DIR          data directory (default $SPOOL_DATA, else ./data)\n"
-                                  "  --listen ADDR:PORT  HTTP listen address (default $SPOOL_LISTEN, else\n"
-                                  "                      127.0.0.1:8080); \"unix:PATH\" for a unix socket\n"
-                                  "  --http-threads N    event loops serving HTTP (default $SPOOL_HTTP_THREADS,\n"
-                                  "                      else one per CPU)\n"
-                                  "  --slots N           local agent slots: jobs run at once on this machine\n"
-                                  "                      (default $SPOOL_SLOTS, else 2; 0: no local agents)\n"
-                                  "  --no-sandbox        run local jobs without bubblewrap ($SPOOL_NO_SANDBOX=1)\n"
-                                  "  --lease-timeout MS  an agent silent this long loses its task, which fails\n"
-                                  "                      as infrastructure_fail (default $SPOOL_LEASE_TIMEOUT_MS,\n"
-                                  "                      else 30000)\n"
-                                  "  --job-timeout S     the longest a job may run (default $SPOOL_JOB_TIMEOUT_S,\n"
-                                  "                      else 18000: 5 hours)\n"
-                                  "  --base-url URL      how users reach this server, for links (default\n"
-                                  "                      $SPOOL_BASE_URL, else http://LISTEN)\n"
-                                  "  -h, --help          show this help\n"
-                                  "\n"
-                                  "SIGTERM or SIGINT: stop the local agents (their jobs end as\n"
-                                  "infrastructure_fail), stop accepting, finish requests in flight, commit\n"
-                                  "the batch in flight, close the log and exit 0.\n";
+static const char serve_usage[] =
+    "usage: spool serve [options]\n"
+    "\n"
+    "Starts the server: the event log, the projections, the engine, the HTTP\n"
+    "front-end and a local fleet of build agents.\n"
+    "\n"
+    "  --data DIR          data directory (default $SPOOL_DATA, else ./data)\n"
+    "  --listen ADDR:PORT  HTTP listen address (default $SPOOL_LISTEN, else\n"
+    "                      127.0.0.1:8080); \"unix:PATH\" for a unix socket\n"
+    "  --http-threads N    event loops serving HTTP (default $SPOOL_HTTP_THREADS,\n"
+    "                      else one per CPU)\n"
+    "  --slots N           local agent slots: jobs run at once on this machine\n"
+    "                      (default $SPOOL_SLOTS, else 2; 0: no local agents)\n"
+    "  --no-sandbox        run local jobs without bubblewrap ($SPOOL_NO_SANDBOX=1)\n"
+    "  --lease-timeout MS  an agent silent this long loses its task, which fails\n"
+    "                      as infrastructure_fail (default $SPOOL_LEASE_TIMEOUT_MS,\n"
+    "                      else 30000)\n"
+    "  --job-timeout S     the longest a job may run (default $SPOOL_JOB_TIMEOUT_S,\n"
+    "                      else 18000: 5 hours)\n"
+    "  --base-url URL      how users reach this server, for links (default\n"
+    "                      $SPOOL_BASE_URL, else http://LISTEN)\n"
+    "  --config FILE       a JSON file with any of: listen, base_url, slots,\n"
+    "                      http_threads, lease_timeout_ms, job_timeout_s,\n"
+    "                      project_concurrency, resource_classes ({\"docker\":\n"
+    "                      {\"small\": {\"cpu\": 2, \"ram_mb\": 4096}, ...}, \"machine\":\n"
+    "                      {...}, \"macos\": {...}}; default $SPOOL_CONFIG);\n"
+    "                      environment variables override it, flags override both\n"
+    "  -h, --help          show this help\n"
+    "\n"
+    "SIGTERM or SIGINT: stop the local agents (their jobs end as\n"
+    "infrastructure_fail), stop accepting, finish requests in flight, commit\n"
+    "the batch in flight, close the log and exit 0.\n";
 
 typedef struct {
     const char *data, *listen, *base_url;
-    uint64_t threads, slots, lease_ms, job_s;
+    uint64_t threads, slots, lease_ms, job_s, project_concurrency;
     bool no_sandbox;
+    json_t *config; /* the --config file, owned */
 } serve_opts_t;
 
 typedef struct {
@@ -125,7 +134,9 @@ static void on_caught_up(uv_async_t *a)
                         .secrets = s->secrets,
                         .lease_timeout_ms = (int64_t)s->o.lease_ms,
                         .job_timeout_s = (int64_t)s->o.job_s,
-                        .base_url = s->o.base_url};
+                        .base_url = s->o.base_url,
+                        .resource_classes = json_object_get(s->o.config, "resource_classes"),
+                        .project_concurrency = (int64_t)s->o.project_concurrency};
     if (engine_open(&s->engine, &eo, err, sizeof err) != 0) {
         sp_error("serve", "cannot start the engine: %s", err);
         return;
@@ -186,6 +197,72 @@ static int env_u64(const char *name, uint64_t def, uint64_t *out)
     return v && *v ? sp_parse_u64(v, out) : 0;
 }
 
+/* The number under key in the config file, or def. */
+static uint64_t conf_u64(const json_t *conf, const char *key, uint64_t def)
+{
+    const json_t *v = json_object_get(conf, key);
+    return json_is_integer(v) && json_integer_value(v) >= 0 ? (uint64_t)json_integer_value(v) : def;
+}
+
+/* Reads the --config file (or $SPOOL_CONFIG), checking its keys. */
+static int load_config(int argc, char **argv, json_t **out)
+{
+    const char *path = getenv("SPOOL_CONFIG");
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+            path = argv[i + 1];
+        else if (strncmp(argv[i], "--config=", 9) == 0)
+            path = argv[i] + 9;
+    }
+    *out = NULL;
+    if (path == NULL || *path == 0) return -1;
+    json_error_t je;
+    json_t *c = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    if (c == NULL || !json_is_object(c)) {
+        fprintf(stderr, "spool serve: %s:%d:%d: %s\n", path, je.line, je.column,
+                c ? "expected a JSON object" : je.text);
+        json_decref(c);
+        return CLI_FAIL;
+    }
+    static const char *known[] = {"listen",
+                                  "base_url",
+                                  "slots",
+                                  "http_threads",
+                                  "lease_timeout_ms",
+                                  "job_timeout_s",
+                                  "project_concurrency",
+                                  "resource_classes",
+                                  "data"};
+    const char *k;
+    json_t *v;
+    json_object_foreach (c, k, v) {
+        bool ok = false;
+        for (size_t i = 0; i < SP_ARRAY_LEN(known); i++) ok |= strcmp(k, known[i]) == 0;
+        if (!ok) {
+            fprintf(stderr, "spool serve: %s: unknown setting \"%s\"\n", path, k);
+            json_decref(c);
+            return CLI_FAIL;
+        }
+    }
+    json_t *rc = json_object_get(c, "resource_classes");
+    json_t *classes;
+    const char *exec;
+    json_object_foreach (rc, exec, classes) {
+        const char *name;
+        json_t *cls;
+        json_object_foreach (classes, name, cls) {
+            if (!json_is_number(json_object_get(cls, "cpu")) || !json_is_integer(json_object_get(cls, "ram_mb"))) {
+                fprintf(stderr, "spool serve: %s: resource_classes.%s.%s: expected {\"cpu\": N, \"ram_mb\": N}\n", path,
+                        exec, name);
+                json_decref(c);
+                return CLI_FAIL;
+            }
+        }
+    }
+    *out = c;
+    return -1;
+}
+
 static int parse_opts(int argc, char **argv, serve_opts_t *o)
 {
     static const struct option opts[] = {{"data", required_argument, 0, 'd'},
@@ -196,13 +273,22 @@ static int parse_opts(int argc, char **argv, serve_opts_t *o)
                                          {"lease-timeout", required_argument, 0, 'L'},
                                          {"job-timeout", required_argument, 0, 'J'},
                                          {"base-url", required_argument, 0, 'b'},
+                                         {"config", required_argument, 0, 'C'},
                                          {"help", no_argument, 0, 'h'},
                                          {0}};
-    *o = (serve_opts_t){.listen = getenv("SPOOL_LISTEN"), .base_url = getenv("SPOOL_BASE_URL")};
+    json_t *conf;
+    int crc = load_config(argc, argv, &conf);
+    if (crc >= 0) return crc;
+    *o = (serve_opts_t){.config = conf,
+                        .listen = getenv("SPOOL_LISTEN") ?: json_string_value(json_object_get(conf, "listen")),
+                        .base_url = getenv("SPOOL_BASE_URL") ?: json_string_value(json_object_get(conf, "base_url")),
+                        .data = json_string_value(json_object_get(conf, "data"))};
     o->no_sandbox = getenv("SPOOL_NO_SANDBOX") && strcmp(getenv("SPOOL_NO_SANDBOX"), "1") == 0;
-    if (env_u64("SPOOL_HTTP_THREADS", uv_available_parallelism(), &o->threads) ||
-        env_u64("SPOOL_SLOTS", 2, &o->slots) || env_u64("SPOOL_LEASE_TIMEOUT_MS", 30000, &o->lease_ms) ||
-        env_u64("SPOOL_JOB_TIMEOUT_S", 18000, &o->job_s)) {
+    if (env_u64("SPOOL_HTTP_THREADS", conf_u64(conf, "http_threads", uv_available_parallelism()), &o->threads) ||
+        env_u64("SPOOL_SLOTS", conf_u64(conf, "slots", 2), &o->slots) ||
+        env_u64("SPOOL_LEASE_TIMEOUT_MS", conf_u64(conf, "lease_timeout_ms", 30000), &o->lease_ms) ||
+        env_u64("SPOOL_JOB_TIMEOUT_S", conf_u64(conf, "job_timeout_s", 18000), &o->job_s) ||
+        env_u64("SPOOL_PROJECT_CONCURRENCY", conf_u64(conf, "project_concurrency", 0), &o->project_concurrency)) {
         fprintf(stderr, "spool serve: an SPOOL_* variable is not a number\n");
         return CLI_USAGE;
     }
@@ -215,6 +301,7 @@ static int parse_opts(int argc, char **argv, serve_opts_t *o)
         case 'd': o->data = optarg; break;
         case 'l': o->listen = optarg; break;
         case 'b': o->base_url = optarg; break;
+        case 'C': break; /* read by load_config */
         case 'n': o->no_sandbox = true; break;
         case 't': num_flag = "--http-threads", num_out = &o->threads; break;
         case 's': num_flag = "--slots", num_out = &o->slots; break;
@@ -329,6 +416,7 @@ int cli_serve(int argc, char **argv)
     proj_close(s.proj);
     log_close(s.log);
     secrets_close(s.secrets);
+    json_decref(s.o.config);
     sp_info("serve", "stopped cleanly");
     return CLI_OK;
 }

@@ -54,6 +54,10 @@ int http__agent_register(http_t *h, h2o_req_t *req)
     if (!ready(h, req)) return 0;
     json_t *b = body_object(h, req);
     if (b == NULL) return 0;
+    /* Agents on the admin socket are the server's own local fleet: the
+     * machine's load is the server's business, so they count slots only. */
+    if (http__info(req)->admin_socket && json_object_get(b, "resources") == NULL)
+        json_object_set_new(b, "resources", json_false());
     char err[300];
     http__op_t *op = http__op_new(h, req, 201);
     int rc = engine_agent_register(http__engine(h), b, http__op_engine_done, op, err, sizeof err);

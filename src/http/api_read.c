@@ -494,6 +494,9 @@ static json_t *job_item(const json_t *job)
         json_object_set_new(it, "approval_request_id", field(job, "approval_request_id"));
     else
         json_object_set_new(it, "job_number", field(job, "job_number"));
+    const char *who[] = {"approved_by", "canceled_by"};
+    for (size_t i = 0; i < 2; i++)
+        if (json_is_string(json_object_get(job, who[i]))) json_object_set_new(it, who[i], field(job, who[i]));
     return it;
 }
 
@@ -608,7 +611,14 @@ int http__api_job(http_t *h, h2o_req_t *req)
     if (!begin(h, req, &t)) return 0;
     json_t *project, *job;
     if (route_job(h, req, t, 3, &project, &job)) {
-        reply_doc(h, req, 200, job_details(req, project, job));
+        json_t *d = job_details(req, project, job);
+        /* Spool's addition: why a queued job waits (which queue, how many
+         * ahead, whether an agent fits, the project's limit). */
+        json_t *why = NULL;
+        engine_t *e = http__engine(h);
+        if (e && engine_job_waiting(e, json_string_value(json_object_get(job, "id")) ?: "", &why) == 0)
+            json_object_set_new(d, "queue", why);
+        reply_doc(h, req, 200, d);
         json_decref(project);
         json_decref(job);
     }

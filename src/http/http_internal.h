@@ -169,6 +169,18 @@ int http__agent_events(http_t *h, h2o_req_t *req);
 int http__agent_output(http_t *h, h2o_req_t *req);
 int http__agent_finish(http_t *h, h2o_req_t *req);
 int http__agent_heartbeat(http_t *h, h2o_req_t *req);
+int http__workflow_cancel(http_t *h, h2o_req_t *req);
+int http__workflow_approve(http_t *h, h2o_req_t *req);
+int http__workflow_rerun(http_t *h, h2o_req_t *req);
+int http__job_cancel(http_t *h, h2o_req_t *req);
+int http__job_cancel_by_id(http_t *h, h2o_req_t *req);
+int http__project_settings(http_t *h, h2o_req_t *req);
+int http__nodes(http_t *h, h2o_req_t *req);
+int http__node_drain(http_t *h, h2o_req_t *req);
+int http__node_undrain(http_t *h, h2o_req_t *req);
+int http__queue(http_t *h, h2o_req_t *req);
+int http__queue_cancel(http_t *h, h2o_req_t *req);
+int http__queue_promote(http_t *h, h2o_req_t *req);
 /* Answers every waiting agent claim (at drain). */
 void http__claims_cancel(http__worker_t *w);
 /* Query string value (copied); false when absent or too long. */

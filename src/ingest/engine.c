@@ -141,6 +141,7 @@ int engine_open(engine_t **out, const engine_opts_t *o, char *errbuf, size_t err
     e->o.base_url = e->base_url;
     e->delivery_ring = sp_xcalloc(DELIVERY_MEMORY, sizeof *e->delivery_ring);
     pthread_mutex_init(&e->mu, NULL);
+    e__classes_init(e, o->resource_classes);
     int rc = e__load(e, errbuf, errlen);
     if (rc != 0) {
         engine_free(e);
@@ -176,18 +177,25 @@ static void engine_free(engine_t *e)
     i = 0;
     while (sp_map_next(&e->pipes, &i, NULL, &v)) e__pipe_free(v);
     i = 0;
-    while (sp_map_next(&e->counters, &i, NULL, &v)) free(v);
+    while (sp_map_next(&e->projects, &i, NULL, &v)) {
+        e_proj_t *pr = v;
+        free(pr->slug);
+        free(pr->default_branch);
+        free(pr);
+    }
     i = 0;
     while (sp_map_next(&e->agents, &i, NULL, &v)) {
         e_agent_t *a = v;
         free(a->name);
+        json_decref(a->labels);
         free(a);
     }
+    e__classes_free(e);
     sp_map_free(&e->wfs);
     sp_map_free(&e->pipes);
     sp_map_free(&e->jobs);
     sp_map_free(&e->tasks);
-    sp_map_free(&e->counters);
+    sp_map_free(&e->projects);
     sp_map_free(&e->agents);
     sp_map_free(&e->deliveries);
     for (size_t k = 0; k < DELIVERY_MEMORY; k++) free(e->delivery_ring[k]);
@@ -413,20 +421,6 @@ int engine_project_secret(engine_t *e, const char *slug, sp_buf_t *secret)
 
 /* ---- triggers ---- */
 
-static e_counter_t *counter(engine_t *e, const char *slug)
-{
-    e_counter_t *c = sp_map_get(&e->counters, slug);
-    if (c) return c;
-    c = sp_xcalloc(1, sizeof *c);
-    log_kvtxn_t *t;
-    if (log_kv_begin(proj_kv(e->o.proj), false, &t) == 0) {
-        proj_counters(t, slug, &c->pipeline, &c->job);
-        log_kvtxn_abort(t);
-    }
-    sp_map_set(&e->counters, slug, c);
-    return c;
-}
-
 static bool seen_delivery(engine_t *e, const char *delivery)
 {
     if (sp_map_get(&e->deliveries, delivery)) return true;
@@ -518,7 +512,7 @@ int engine_trigger(engine_t *e, const engine_trigger_t *tr, engine_done_cb cb, v
         b.result = json_pack("{s:b, s:s}", "duplicate", 1, "message", "delivery already processed");
         return finish(e, &b);
     }
-    e_counter_t *c = counter(e, slug);
+    e_proj_t *c = e__project(e, slug);
     e_pipe_t *p = sp_xcalloc(1, sizeof *p);
     e__uuid(p->id);
     p->number = (int64_t)++c->pipeline;
@@ -577,19 +571,24 @@ void e__pipe_release(engine_t *e, e_pipe_t *p)
     pipe_maybe_free(e, p);
 }
 
-/* Creates a workflow's jobs from the plan and queues those without
- * requirements. */
-static void create_workflow(engine_t *e, e_batch_t *b, e_pipe_t *p, const config_plan_workflow_t *pw, int index)
+#define MAX_PARALLELISM 256
+
+/* Creates a workflow of the planned jobs. On a rerun, jobs named in keep
+ * succeeded in the earlier workflow and are recorded as succeeded at once;
+ * the others run again. Jobs without requirements are queued. */
+static void build_workflow(engine_t *e, e_batch_t *b, e_pipe_t *p, const config_plan_workflow_t *pw, int index,
+                           const char *rerun_of, const json_t *keep, char *out_id)
 {
-    e_counter_t *c = counter(e, p->slug);
+    e_proj_t *proj = e__project(e, p->slug);
     e_wf_t *wf = sp_xcalloc(1, sizeof *wf);
     e__uuid(wf->id);
+    if (out_id) memcpy(out_id, wf->id, E_ID);
     wf->name = sp_xstrdup(pw->name);
     wf->p = p;
     wf->njobs = (int)pw->njobs;
     wf->jobs = sp_xcalloc(pw->njobs ? pw->njobs : 1, sizeof *wf->jobs);
     p->live_workflows++;
-    json_t *jobs = json_array();
+    json_t *jobs = json_array(), *bad = json_object();
     for (size_t i = 0; i < pw->njobs; i++) {
         const config_plan_job_t *pj = &pw->jobs[i];
         e_job_t *j = &wf->jobs[i];
@@ -597,9 +596,25 @@ static void create_workflow(engine_t *e, e_batch_t *b, e_pipe_t *p, const config
         j->name = sp_xstrdup(pj->name);
         j->def = pj->job ? sp_xstrdup(pj->job) : NULL;
         j->approval = pj->approval;
-        j->number = pj->approval ? 0 : (int64_t)++c->job;
+        j->number = pj->approval ? 0 : (int64_t)++proj->job;
         j->status = "blocked";
         j->wf = wf;
+        json_t *def = j->def ? json_object_get(json_object_get(p->processed, "jobs"), j->def) : NULL;
+        char why[300] = "";
+        if (!j->approval) {
+            j->cls = e__class_of(e, def, why, sizeof why);
+            if (j->cls == NULL) json_object_set_new(bad, j->id, json_string(why));
+        }
+        json_t *par = json_object_get(def, "parallelism");
+        j->ntasks = j->approval ? 0 : json_is_integer(par) ? (int)json_integer_value(par) : 1;
+        if (j->ntasks < (j->approval ? 0 : 1)) j->ntasks = 1;
+        if (j->ntasks > MAX_PARALLELISM) j->ntasks = MAX_PARALLELISM;
+        j->tasks = sp_xcalloc((size_t)(j->ntasks ? j->ntasks : 1), sizeof *j->tasks);
+        for (int k = 0; k < j->ntasks; k++) {
+            j->tasks[k].job = j;
+            j->tasks[k].index = k;
+            j->tasks[k].status = "blocked";
+        }
         sp_map_set(&e->jobs, j->id, j);
     }
     for (size_t i = 0; i < pw->njobs; i++) {
@@ -613,31 +628,83 @@ static void create_workflow(engine_t *e, e_batch_t *b, e_pipe_t *p, const config
                     j->deps[j->ndeps++] = (int)k;
                     json_array_append_new(req, json_string(wf->jobs[k].id));
                 }
-        json_t *def = j->def ? json_object_get(json_object_get(p->processed, "jobs"), j->def) : NULL;
         json_t *exec = json_object();
-        if (json_object_get(def, "docker"))
-            json_object_set_new(exec, "type", json_string("docker"));
-        else if (json_object_get(def, "macos"))
-            json_object_set_new(exec, "type", json_string("macos"));
-        else if (def)
-            json_object_set_new(exec, "type", json_string("machine"));
-        json_object_set_new(exec, "resource_class",
-                            json_string(json_string_value(json_object_get(def, "resource_class")) ?: "medium"));
+        if (!j->approval) e__executor_of(json_object_get(json_object_get(p->processed, "jobs"), j->def), exec);
         json_t *contexts = json_array();
         for (size_t k = 0; k < pj->ncontexts; k++) json_array_append_new(contexts, json_string(pj->contexts[k]));
-        json_t *par = json_object_get(def, "parallelism");
-        json_array_append_new(jobs,
-                              json_pack("{s:s, s:s, s:s, s:I, s:s, s:o, s:o, s:I, s:o}", "id", j->id, "name", j->name,
-                                        "type", j->approval ? "approval" : "build", "number", (json_int_t)j->number,
-                                        "job", j->def ?: "", "requires", req, "executor", exec, "parallelism",
-                                        json_is_integer(par) ? json_integer_value(par) : 1, "contexts", contexts));
+        json_array_append_new(jobs, json_pack("{s:s, s:s, s:s, s:I, s:s, s:o, s:o, s:i, s:o}", "id", j->id, "name",
+                                              j->name, "type", j->approval ? "approval" : "build", "number",
+                                              (json_int_t)j->number, "job", j->def ?: "", "requires", req, "executor",
+                                              exec, "parallelism", j->ntasks, "contexts", contexts));
     }
     sp_map_set(&e->wfs, wf->id, wf);
-    e__emit(b, LOG_EV_WORKFLOW_CREATED,
-            json_pack("{s:s, s:s, s:s, s:i, s:o, s:s}", "id", wf->id, "pipeline_id", p->id, "name", wf->name, "index",
-                      index, "jobs", jobs, "started_by", b->actor ? b->actor : ""));
-    for (int i = 0; i < wf->njobs; i++)
-        if (wf->jobs[i].ndeps == 0) e__job_queue(e, b, &wf->jobs[i]);
+    json_t *body = json_pack("{s:s, s:s, s:s, s:i, s:o, s:s}", "id", wf->id, "pipeline_id", p->id, "name", wf->name,
+                             "index", index, "jobs", jobs, "started_by", b->actor ? b->actor : "");
+    if (rerun_of) json_object_set_new(body, "rerun_of", json_string(rerun_of));
+    e__emit(b, LOG_EV_WORKFLOW_CREATED, body);
+    for (int i = 0; i < wf->njobs; i++) {
+        e_job_t *j = &wf->jobs[i];
+        const char *why = json_string_value(json_object_get(bad, j->id));
+        if (why) {
+            j->status = "failed";
+            e__emit(b, LOG_EV_JOB_FINISHED,
+                    json_pack("{s:s, s:s, s:s}", "id", j->id, "status", "failed", "message", why));
+        } else if (keep && json_is_true(json_object_get(keep, j->name))) {
+            j->status = "success";
+            for (int k = 0; k < j->ntasks; k++) j->tasks[k].status = "success";
+            char msg[200];
+            snprintf(msg, sizeof msg, "succeeded in workflow %s: not run again", rerun_of);
+            e__emit(b, LOG_EV_JOB_FINISHED,
+                    json_pack("{s:s, s:s, s:s}", "id", j->id, "status", "success", "message", msg));
+        }
+    }
+    json_decref(bad);
+    e__wf_progress(e, b, wf);
+}
+
+/* Cancels the running workflows of older pipelines on the same branch. */
+static void autocancel(engine_t *e, e_batch_t *b, e_pipe_t *p)
+{
+    e_proj_t *proj = e__project(e, p->slug);
+    if (!proj->autocancel || p->branch == NULL || strcmp(p->branch, proj->default_branch) == 0) return;
+    size_t n = sp_map_len(&e->wfs), k = 0, i = 0;
+    e_wf_t **olds = sp_xcalloc(n + 1, sizeof *olds);
+    void *v;
+    while (sp_map_next(&e->wfs, &i, NULL, &v)) {
+        e_wf_t *wf = v;
+        if (wf->p != p && strcmp(wf->p->slug, p->slug) == 0 && wf->p->branch && strcmp(wf->p->branch, p->branch) == 0 &&
+            wf->p->number < p->number)
+            olds[k++] = wf;
+    }
+    char by[100];
+    snprintf(by, sizeof by, "autocancel: superseded by pipeline %lld", (long long)p->number);
+    for (size_t x = 0; x < k; x++) e__wf_cancel(e, b, olds[x], by);
+    free(olds);
+}
+
+int e__rerun_workflow(engine_t *e, e_batch_t *b, e_pipe_t *p, const char *name, const char *old_id, const json_t *keep,
+                      char *err, size_t errlen)
+{
+    config_plan_t *plan = NULL;
+    config_plan_opts_t po = {.branch = p->branch, .tag = p->tag};
+    if (config_plan(p->processed, &po, &plan) != 0) {
+        snprintf(err, errlen, "the pipeline's config has no usable workflows");
+        return SP_EINVAL;
+    }
+    int rc = SP_ENOTFOUND;
+    for (size_t i = 0; i < plan->nworkflows; i++) {
+        if (strcmp(plan->workflows[i].name, name) != 0) continue;
+        p->live_workflows++; /* held while it is built */
+        char id[E_ID];
+        build_workflow(e, b, p, &plan->workflows[i], (int)i, old_id, keep, id);
+        b->result = json_pack("{s:s}", "workflow_id", id);
+        rc = 0;
+        e__pipe_release(e, p);
+        break;
+    }
+    if (rc != 0) snprintf(err, errlen, "workflow %s is not in the pipeline's config any more", name);
+    config_plan_free(plan);
+    return rc;
 }
 
 int engine_config_result(engine_t *e, const engine_config_t *cr, engine_done_cb cb, void *arg, char *err, size_t errlen)
@@ -675,9 +742,12 @@ int engine_config_result(engine_t *e, const engine_config_t *cr, engine_done_cb 
     } else {
         /* A workflow whose every job a filter excluded is not created, as
          * on CircleCI. */
+        p->live_workflows++; /* held while its workflows are built */
         for (size_t i = 0; i < plan->nworkflows; i++)
-            if (plan->workflows[i].njobs > 0) create_workflow(e, &b, p, &plan->workflows[i], (int)i);
+            if (plan->workflows[i].njobs > 0) build_workflow(e, &b, p, &plan->workflows[i], (int)i, NULL, NULL, NULL);
         config_plan_free(plan);
+        autocancel(e, &b, p);
+        p->live_workflows--;
     }
     pipe_maybe_free(e, p);
     e__dispatch(e, &b);

@@ -40,6 +40,13 @@ typedef struct {
     int64_t lease_timeout_ms; /* 0: 30 s */
     int64_t job_timeout_s;    /* 0: 5 hours */
     const char *base_url;     /* for web_url / build_url, e.g. http://127.0.0.1:8080 */
+    /* Resource classes: {"docker": {"small": {"cpu": 2, "ram_mb": 4096}, ...},
+     * "machine": {...}, "macos": {...}}; NULL: the operations guide's
+     * defaults. Borrowed for engine_open. */
+    const json_t *resource_classes;
+    /* Tasks of one project in the run queue or running at most (0: no
+     * limit), unless the project sets its own. */
+    int64_t project_concurrency;
 } engine_opts_t;
 
 /* Opens the engine on caught-up views. */
@@ -140,9 +147,50 @@ int engine_task_finish(engine_t *e, const char *task_id, const char *lease, cons
 int engine_heartbeat(engine_t *e, const char *agent_id, const json_t *running, engine_done_cb cb, void *arg, char *err,
                      size_t errlen);
 
-/* Fails tasks whose lease expired (agent lost) as infrastructure_fail.
- * Called periodically (serve: every second). */
+/* Fails tasks whose lease expired (agent lost) as infrastructure_fail, or
+ * retries them once on another agent when the project allows it. Called
+ * periodically (serve: every second). */
 void engine_tick(engine_t *e);
+
+/* ---- workflow control ---- */
+/* result: {message} */
+int engine_cancel_workflow(engine_t *e, const char *wf_id, const char *actor, engine_done_cb cb, void *arg, char *err,
+                           size_t errlen);
+int engine_cancel_job(engine_t *e, const char *job_id, const char *actor, engine_done_cb cb, void *arg, char *err,
+                      size_t errlen);
+/* approval_request_id is the approval job's id. */
+int engine_approve(engine_t *e, const char *wf_id, const char *request_id, const char *actor, engine_done_cb cb,
+                   void *arg, char *err, size_t errlen);
+/* A new workflow of the same pipeline, linked to the old one (finished).
+ * from_failed: jobs that succeeded are not run again; job_ids (array or
+ * NULL): only those jobs (and what requires them) run again. result:
+ * {workflow_id}. */
+int engine_rerun(engine_t *e, const char *wf_id, bool from_failed, const json_t *job_ids, const char *actor,
+                 engine_done_cb cb, void *arg, char *err, size_t errlen);
+/* settings: {concurrency, retry_infrastructure_fail, autocancel_builds}
+ * (any subset). */
+int engine_project_settings(engine_t *e, const char *slug, const json_t *settings, const char *actor, engine_done_cb cb,
+                            void *arg, char *err, size_t errlen);
+
+/* ---- fleet and queues (operators) ---- */
+/* Every agent: {id, name, status (initializing, ready, down), drain,
+ * labels, slots, running, cpus, memory_mb, allocations: [...]}. */
+int engine_nodes(engine_t *e, json_t **out);
+/* agent: its id or its (unique) name. */
+int engine_node_drain(engine_t *e, const char *agent, bool drain, const char *actor, engine_done_cb cb, void *arg,
+                      char *err, size_t errlen);
+/* {classes: [{class, run_queue, ...}], projects: [{project, usage_queue,
+ * active, limit}], queued, jobs: [{job_id, ..., waiting: {...}}]} with at
+ * most limit jobs, oldest first. */
+int engine_queue_status(engine_t *e, size_t limit, json_t **out);
+/* Why a queued job waits: {queue: usage|run, reason, ...}; SP_ENOTFOUND
+ * when it is not queued. */
+int engine_job_waiting(engine_t *e, const char *job_id, json_t **out);
+int engine_queue_cancel_oldest(engine_t *e, size_t n, const char *actor, engine_done_cb cb, void *arg, char *err,
+                               size_t errlen);
+/* Moves a job from the usage queue to the run queue (past the limit). */
+int engine_queue_promote(engine_t *e, const char *job_id, const char *actor, engine_done_cb cb, void *arg, char *err,
+                         size_t errlen);
 
 /* Decodes a chunk of output (zstd-compressed msgpack array of [t_ms,
  * stream, text]) into [{type: "out"|"err", time, message}] entries

@@ -22,6 +22,19 @@ static char *str_or_null(const json_t *o, const char *k)
 }
 
 /* The pipeline of a workflow or a pending config, loaded once. */
+static e_pipe_t *load_pipe(engine_t *e, log_kvtxn_t *t, const char *id);
+
+e_pipe_t *e__pipe_load(engine_t *e, const char *id)
+{
+    e_pipe_t *p = id ? sp_map_get(&e->pipes, id) : NULL;
+    if (p || id == NULL) return p;
+    log_kvtxn_t *t;
+    if (log_kv_begin(proj_kv(e->o.proj), false, &t) != 0) return NULL;
+    p = load_pipe(e, t, id);
+    log_kvtxn_abort(t);
+    return p;
+}
+
 static e_pipe_t *load_pipe(engine_t *e, log_kvtxn_t *t, const char *id)
 {
     e_pipe_t *p = sp_map_get(&e->pipes, id);
@@ -56,10 +69,36 @@ static e_pipe_t *load_pipe(engine_t *e, log_kvtxn_t *t, const char *id)
 typedef struct {
     engine_t *e;
     log_kvtxn_t *t;
-    e_job_t **queued;
+    e_task_t **queued;
     size_t nqueued;
     int rc;
 } load_ctx_t;
+
+static const char *known_status(const char *st)
+{
+    static const char *known[] = {"success",  "failed",  "timedout", "infrastructure_fail",
+                                  "canceled", "not_run", "blocked",  "queued",
+                                  "running",  "on_hold"};
+    for (size_t k = 0; k < SP_ARRAY_LEN(known); k++)
+        if (st && strcmp(known[k], st) == 0) return known[k];
+    return "blocked";
+}
+
+/* A running task: the agent may still be working (a remote agent outlives
+ * a server restart), so it gets a full lease to report again before the
+ * task is failed as an infrastructure failure. */
+static void load_running(load_ctx_t *c, e_task_t *t, const json_t *slot)
+{
+    snprintf(t->task_id, sizeof t->task_id, "%s", json_string_value(json_object_get(slot, "task_id")) ?: "");
+    snprintf(t->agent_id, sizeof t->agent_id, "%s", json_string_value(json_object_get(slot, "agent_id")) ?: "");
+    if (hex_to_bytes(json_string_value(json_object_get(slot, "lease_hash")), t->lease_hash, 32) != 0)
+        memset(t->lease_hash, 0, 32);
+    t->deadline_ns = sp_mono_ns() + c->e->o.lease_timeout_ms * 1000000;
+    if (t->task_id[0]) {
+        sp_map_set(&c->e->tasks, t->task_id, t);
+        e__project(c->e, t->job->wf->p->slug)->active++;
+    }
+}
 
 static void load_job(load_ctx_t *c, e_wf_t *wf, int i, const json_t *doc)
 {
@@ -70,29 +109,34 @@ static void load_job(load_ctx_t *c, e_wf_t *wf, int i, const json_t *doc)
     j->approval = strcmp(json_string_value(json_object_get(doc, "type")) ?: "", "approval") == 0;
     j->def = j->approval ? NULL : str_or_null(doc, "_job");
     j->number = json_integer_value(json_object_get(doc, "_number"));
-    j->status = NULL;
-    const char *st = json_string_value(json_object_get(doc, "status")) ?: "blocked";
-    static const char *known[] = {"success",  "failed",  "timedout", "infrastructure_fail",
-                                  "canceled", "not_run", "blocked",  "queued",
-                                  "running",  "on_hold"};
-    for (size_t k = 0; k < SP_ARRAY_LEN(known); k++)
-        if (strcmp(known[k], st) == 0) j->status = known[k];
-    if (j->status == NULL) j->status = "blocked";
-    sp_map_set(&c->e->jobs, j->id, j);
-    if (strcmp(j->status, "queued") == 0) {
-        c->queued = sp_xrealloc(c->queued, (c->nqueued + 1) * sizeof *c->queued);
-        c->queued[c->nqueued++] = j;
-    } else if (strcmp(j->status, "running") == 0) {
-        /* The agent may still be working (a remote agent outlives a
-         * server restart): it gets a full lease to report again before
-         * the job is failed as an infrastructure failure. */
-        snprintf(j->task_id, sizeof j->task_id, "%s", json_string_value(json_object_get(doc, "_task")) ?: "");
-        snprintf(j->agent_id, sizeof j->agent_id, "%s", json_string_value(json_object_get(doc, "_agent_id")) ?: "");
-        if (hex_to_bytes(json_string_value(json_object_get(doc, "_lease_hash")), j->lease_hash, 32) != 0)
-            memset(j->lease_hash, 0, 32);
-        j->deadline_ns = sp_mono_ns() + c->e->o.lease_timeout_ms * 1000000;
-        if (j->task_id[0]) sp_map_set(&c->e->tasks, j->task_id, j);
+    j->status = known_status(json_string_value(json_object_get(doc, "status")));
+    j->cancel = json_is_true(json_object_get(doc, "_cancel"));
+    char why[300];
+    json_t *def = j->def ? json_object_get(json_object_get(wf->p->processed, "jobs"), j->def) : NULL;
+    j->cls = j->approval ? NULL : e__class_of(c->e, def, why, sizeof why);
+    json_int_t n = json_integer_value(json_object_get(doc, "_parallelism"));
+    j->ntasks = j->approval ? 0 : n > 0 ? (int)n : 1;
+    j->tasks = sp_xcalloc((size_t)(j->ntasks ? j->ntasks : 1), sizeof *j->tasks);
+    json_t *runs = json_object_get(doc, "parallel_runs"), *slots = json_object_get(doc, "_tasks");
+    for (int k = 0; k < j->ntasks; k++) {
+        e_task_t *t = &j->tasks[k];
+        t->job = j;
+        t->index = k;
+        t->status = known_status(json_string_value(json_object_get(json_array_get(runs, (size_t)k), "status")));
+        char key[16];
+        snprintf(key, sizeof key, "%d", k);
+        json_t *slot = json_object_get(slots, key);
+        t->retries = (int)json_integer_value(json_object_get(slot, "retries"));
+        snprintf(t->excluded, sizeof t->excluded, "%s", json_string_value(json_object_get(slot, "excluded")) ?: "");
+        if (j->cls == NULL) continue; /* its class is gone: the job cannot run (it ended as failed) */
+        if (strcmp(t->status, "queued") == 0) {
+            c->queued = sp_xrealloc(c->queued, (c->nqueued + 1) * sizeof *c->queued);
+            c->queued[c->nqueued++] = t;
+        } else if (strcmp(t->status, "running") == 0) {
+            load_running(c, t, slot);
+        }
     }
+    sp_map_set(&c->e->jobs, j->id, j);
 }
 
 static bool load_workflow(void *arg, const json_t *doc)
@@ -139,8 +183,9 @@ static void load_pending(void *arg, const char *id)
 
 static int by_number(const void *a, const void *b)
 {
-    int64_t x = (*(e_job_t *const *)a)->number, y = (*(e_job_t *const *)b)->number;
-    return x < y ? -1 : x > y;
+    const e_task_t *x = *(e_task_t *const *)a, *y = *(e_task_t *const *)b;
+    if (x->job->number != y->job->number) return x->job->number < y->job->number ? -1 : 1;
+    return x->index - y->index;
 }
 
 int e__load(engine_t *e, char *err, size_t errlen)
@@ -160,19 +205,11 @@ int e__load(engine_t *e, char *err, size_t errlen)
         snprintf(err, errlen, "cannot load running workflows: %s", sp_strerror(rc));
         return rc;
     }
-    /* The run queue is FIFO: jobs were queued in job-number order within
-     * a project, which is the best order the views keep. */
+    /* The queues are FIFO: tasks were queued in job-number order within a
+     * project, which is the best order the views keep. Running tasks were
+     * counted first, so the usage queue sees each project's limit. */
     if (c.nqueued) qsort(c.queued, c.nqueued, sizeof *c.queued, by_number);
-    for (size_t i = 0; i < c.nqueued; i++) {
-        e_job_t *j = c.queued[i];
-        j->qprev = e->qtail;
-        if (e->qtail)
-            e->qtail->qnext = j;
-        else
-            e->qhead = j;
-        e->qtail = j;
-        j->in_queue = true;
-    }
+    for (size_t i = 0; i < c.nqueued; i++) e__task_enqueue(e, c.queued[i]);
     free(c.queued);
     if (sp_map_len(&e->wfs) || sp_map_len(&e->pipes))
         sp_info("engine", "resumed %zu running workflows, %zu queued jobs, %zu running tasks", sp_map_len(&e->wfs),

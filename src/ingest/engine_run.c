@@ -1,5 +1,6 @@
-/* The engine's run side: the run queue, agents and their claims, tasks
- * and leases, and what a job's end decides for its workflow. */
+/* The engine's run side: resource classes, the usage and run queues,
+ * agents and their claims, tasks and leases, and what a job's end decides
+ * for its workflow. */
 #include "engine_internal.h"
 
 #include "../config/config.h"
@@ -13,40 +14,299 @@
 #define HEARTBEAT_MS     5000
 #define MAX_CHUNK_RAW    (8u << 20) /* decompressed bytes of one output chunk */
 #define MAX_CHUNK_STORED (2u << 20) /* compressed bytes of one output chunk */
+#define RESERVED_CPUS    2.0        /* the guide: each machine keeps two vCPUs */
+#define RESERVED_MB      4096       /* and 4 GB for coordinating builds */
 
-/* ---- run queue ---- */
+/* ---- resource classes ---- */
+
+/* The operations guide's defaults (resource-definitions.edn). */
+static const struct {
+    const char *executor, *name;
+    double cpu;
+    int64_t ram_mb;
+} default_classes[] = {
+    {"docker", "small", 2, 4096},   {"docker", "medium", 4, 8192},  {"docker", "massive", 7, 28000},
+    {"machine", "medium", 2, 4096}, {"machine", "large", 4, 16384}, {"machine", "windows.medium", 2, 8192},
+    {"macos", "medium", 4, 8192},   {"macos", "large", 8, 16384},
+};
+
+static void add_class(engine_t *e, const char *executor, const char *name, double cpu, int64_t ram_mb)
+{
+    e_class_t *c = sp_xcalloc(1, sizeof *c);
+    snprintf(c->key, sizeof c->key, "%s:%s", executor, name);
+    c->name = sp_xstrdup(name);
+    c->executor = sp_xstrdup(executor);
+    c->cpu = cpu;
+    c->ram_mb = ram_mb;
+    c->os = strcmp(executor, "macos") == 0 ? "macos" : strncmp(name, "windows.", 8) == 0 ? "windows" : "linux";
+    e_class_t *old = sp_map_get(&e->classes, c->key);
+    if (old) {
+        free(old->name), free(old->executor), free(old);
+    }
+    sp_map_set(&e->classes, c->key, c);
+}
+
+void e__classes_init(engine_t *e, const json_t *conf)
+{
+    if (conf == NULL || json_object_size(conf) == 0) {
+        for (size_t i = 0; i < SP_ARRAY_LEN(default_classes); i++)
+            add_class(e, default_classes[i].executor, default_classes[i].name, default_classes[i].cpu,
+                      default_classes[i].ram_mb);
+        return;
+    }
+    const char *exec, *name;
+    json_t *classes, *c;
+    json_object_foreach ((json_t *)conf, exec, classes) {
+        json_object_foreach (classes, name, c) {
+            json_t *cpu = json_object_get(c, "cpu"), *ram = json_object_get(c, "ram_mb");
+            add_class(e, exec, name, json_is_number(cpu) ? json_number_value(cpu) : 1,
+                      json_is_integer(ram) ? json_integer_value(ram) : 1024);
+        }
+    }
+}
+
+void e__classes_free(engine_t *e)
+{
+    size_t i = 0;
+    void *v;
+    while (sp_map_next(&e->classes, &i, NULL, &v)) {
+        e_class_t *c = v;
+        for (e_pq_t *q = c->ring, *n; q; q = n) {
+            n = q->next == c->ring ? NULL : q->next;
+            free(q);
+        }
+        free(c->name), free(c->executor), free(c);
+    }
+    sp_map_free(&e->classes);
+}
+
+static const char *executor_type(const json_t *def)
+{
+    return json_object_get(def, "docker") ? "docker" : json_object_get(def, "macos") ? "macos" : "machine";
+}
+
+void e__executor_of(const json_t *def, json_t *exec)
+{
+    const char *rc = json_string_value(json_object_get(def, "resource_class"));
+    json_object_set_new(exec, "type", json_string(executor_type(def)));
+    json_object_set_new(exec, "resource_class", json_string(rc && *rc ? rc : "medium"));
+}
+
+e_class_t *e__class_of(engine_t *e, const json_t *def, char *err, size_t errlen)
+{
+    const char *exec = executor_type(def);
+    const char *rc = json_string_value(json_object_get(def, "resource_class"));
+    char key[200];
+    snprintf(key, sizeof key, "%s:%s", exec, rc && *rc ? rc : "medium");
+    e_class_t *c = sp_map_get(&e->classes, key);
+    if (c == NULL) {
+        sp_buf_t known = {0};
+        size_t i = 0;
+        void *v;
+        while (sp_map_next(&e->classes, &i, NULL, &v))
+            if (strcmp(((e_class_t *)v)->executor, exec) == 0)
+                sp_buf_printf(&known, "%s%s", known.n ? ", " : "", ((e_class_t *)v)->name);
+        sp_buf_add(&known, "", 1);
+        snprintf(err, errlen, "resource class \"%s\" is not defined for the %s executor (this server has: %s)",
+                 rc ? rc : "medium", exec, known.p ? (char *)known.p : "none");
+        sp_buf_free(&known);
+    }
+    return c;
+}
+
+/* ---- projects ---- */
+
+e_proj_t *e__project(engine_t *e, const char *slug)
+{
+    e_proj_t *p = sp_map_get(&e->projects, slug);
+    if (p) return p;
+    p = sp_xcalloc(1, sizeof *p);
+    p->slug = sp_xstrdup(slug);
+    p->limit = e->o.project_concurrency;
+    log_kvtxn_t *t;
+    if (log_kv_begin(proj_kv(e->o.proj), false, &t) == 0) {
+        proj_counters(t, slug, &p->pipeline, &p->job);
+        json_t *doc = NULL;
+        if (proj_project_get(t, slug, &doc) == 0) {
+            json_t *st = json_object_get(doc, "_settings");
+            json_t *lim = json_object_get(st, "concurrency");
+            if (json_is_integer(lim)) p->limit = json_integer_value(lim);
+            p->retry = json_is_true(json_object_get(st, "retry_infrastructure_fail"));
+            p->autocancel = json_is_true(json_object_get(json_object_get(doc, "advanced"), "autocancel_builds"));
+            const char *def = json_string_value(json_object_get(json_object_get(doc, "vcs_info"), "default_branch"));
+            p->default_branch = sp_xstrdup(def && *def ? def : "main");
+            json_decref(doc);
+        }
+        log_kvtxn_abort(t);
+    }
+    if (p->default_branch == NULL) p->default_branch = sp_xstrdup("main");
+    sp_map_set(&e->projects, slug, p);
+    return p;
+}
+
+/* ---- queues ---- */
+
+static void list_unlink(e_task_t **head, e_task_t **tail, e_task_t *t)
+{
+    if (t->qprev)
+        t->qprev->qnext = t->qnext;
+    else
+        *head = t->qnext;
+    if (t->qnext)
+        t->qnext->qprev = t->qprev;
+    else
+        *tail = t->qprev;
+    t->qprev = t->qnext = NULL;
+}
+
+static void list_push(e_task_t **head, e_task_t **tail, e_task_t *t)
+{
+    t->qprev = *tail;
+    t->qnext = NULL;
+    if (*tail)
+        (*tail)->qnext = t;
+    else
+        *head = t;
+    *tail = t;
+}
+
+static e_proj_t *task_project(engine_t *e, e_task_t *t) { return e__project(e, t->job->wf->p->slug); }
+
+/* The class's FIFO for the task's project, created on demand. */
+static e_pq_t *pq_of(e_class_t *c, e_proj_t *p, bool create)
+{
+    e_pq_t *q = c->ring;
+    if (q) do {
+            if (q->proj == p) return q;
+            q = q->next;
+        } while (q != c->ring);
+    if (!create) return NULL;
+    q = sp_xcalloc(1, sizeof *q);
+    q->proj = p;
+    if (c->ring) {
+        q->next = c->ring->next;
+        c->ring->next = q;
+    } else {
+        q->next = q;
+        c->ring = q;
+    }
+    return q;
+}
+
+static void pq_remove_if_empty(e_class_t *c, e_pq_t *q)
+{
+    if (q->head) return;
+    if (q->next == q) {
+        c->ring = NULL;
+    } else {
+        e_pq_t *prev = q;
+        while (prev->next != q) prev = prev->next;
+        prev->next = q->next;
+        if (c->ring == q) c->ring = q->next;
+    }
+    free(q);
+}
+
+static void run_enqueue(engine_t *e, e_task_t *t, e_proj_t *p)
+{
+    e_class_t *c = t->job->cls;
+    e_pq_t *q = pq_of(c, p, true);
+    list_push(&q->head, &q->tail, t);
+    c->depth++;
+    t->where = Q_RUN;
+    p->active++;
+}
+
+void e__task_enqueue(engine_t *e, e_task_t *t)
+{
+    e_proj_t *p = task_project(e, t);
+    t->status = "queued";
+    t->enq = ++e->enq_next;
+    t->enq_ns = sp_mono_ns();
+    if (p->limit > 0 && p->active >= p->limit) {
+        list_push(&p->uhead, &p->utail, t);
+        p->usage_depth++;
+        t->where = Q_USAGE;
+        return;
+    }
+    run_enqueue(e, t, p);
+}
+
+void e__task_unqueue(engine_t *e, e_task_t *t)
+{
+    e_proj_t *p = task_project(e, t);
+    if (t->where == Q_USAGE) {
+        list_unlink(&p->uhead, &p->utail, t);
+        p->usage_depth--;
+    } else if (t->where == Q_RUN) {
+        e_class_t *c = t->job->cls;
+        e_pq_t *q = pq_of(c, p, false);
+        list_unlink(&q->head, &q->tail, t);
+        pq_remove_if_empty(c, q);
+        c->depth--;
+        p->active--;
+    }
+    t->where = Q_NONE;
+}
+
+/* Moves waiting tasks of a project from its usage queue to the run queue
+ * while it is under its limit. */
+void e__promote(engine_t *e, e_proj_t *p)
+{
+    while (p->uhead && (p->limit <= 0 || p->active < p->limit)) {
+        e_task_t *t = p->uhead;
+        list_unlink(&p->uhead, &p->utail, t);
+        p->usage_depth--;
+        run_enqueue(e, t, p);
+    }
+}
+
+bool e__task_force_run(engine_t *e, e_task_t *t)
+{
+    if (t->where != Q_USAGE) return false;
+    e_proj_t *p = task_project(e, t);
+    list_unlink(&p->uhead, &p->utail, t);
+    p->usage_depth--;
+    run_enqueue(e, t, p);
+    return true;
+}
 
 void e__job_queue(engine_t *e, e_batch_t *b, e_job_t *j)
 {
     j->status = j->approval ? "on_hold" : "queued";
     e__emit(b, LOG_EV_JOB_QUEUED, json_pack("{s:s}", "id", j->id));
-    if (j->approval) return;
-    j->qprev = e->qtail;
-    j->qnext = NULL;
-    if (e->qtail)
-        e->qtail->qnext = j;
-    else
-        e->qhead = j;
-    e->qtail = j;
-    j->in_queue = true;
+    for (int i = 0; !j->approval && i < j->ntasks; i++) e__task_enqueue(e, &j->tasks[i]);
 }
 
-void e__job_unqueue(engine_t *e, e_job_t *j)
+/* ---- placement ---- */
+
+static double agent_free_cpu(const e_agent_t *a) { return a->cpus - (a->reserve ? RESERVED_CPUS : 0) - a->used_cpu; }
+
+static int64_t agent_free_mb(const e_agent_t *a) { return a->ram_mb - (a->reserve ? RESERVED_MB : 0) - a->used_mb; }
+
+static bool has_label(const e_agent_t *a, const char *label)
 {
-    if (!j->in_queue) return;
-    if (j->qprev)
-        j->qprev->qnext = j->qnext;
-    else
-        e->qhead = j->qnext;
-    if (j->qnext)
-        j->qnext->qprev = j->qprev;
-    else
-        e->qtail = j->qprev;
-    j->qprev = j->qnext = NULL;
-    j->in_queue = false;
+    size_t i;
+    json_t *l;
+    json_array_foreach (a->labels, i, l)
+        if (json_is_string(l) && strcmp(json_string_value(l), label) == 0) return true;
+    return false;
 }
 
-void e__lease_hash(const char *lease, uint8_t out[32]) { SHA256((const uint8_t *)lease, strlen(lease), out); }
+/* Whether the class could ever run on the agent (ignoring what runs now). */
+bool e__agent_could_fit(const e_agent_t *a, const e_class_t *c)
+{
+    if (!has_label(a, c->os)) return false;
+    if (a->cpus <= 0) return true; /* the agent counts slots only */
+    return a->cpus - (a->reserve ? RESERVED_CPUS : 0) >= c->cpu &&
+           a->ram_mb - (a->reserve ? RESERVED_MB : 0) >= c->ram_mb;
+}
+
+static bool fits_now(const e_agent_t *a, const e_class_t *c)
+{
+    if (a->drain || a->running >= a->slots || !e__agent_could_fit(a, c)) return false;
+    return a->cpus <= 0 || (agent_free_cpu(a) >= c->cpu && agent_free_mb(a) >= c->ram_mb);
+}
 
 static void claim_unlink(engine_t *e, engine_claim_t *c)
 {
@@ -62,43 +322,100 @@ static void claim_unlink(engine_t *e, engine_claim_t *c)
     c->waiting = false;
 }
 
-/* Gives job j to claim c: a task with a fresh lease. */
-static void assign(engine_t *e, e_batch_t *b, e_job_t *j, engine_claim_t *c)
+void e__lease_hash(const char *lease, uint8_t out[32]) { SHA256((const uint8_t *)lease, strlen(lease), out); }
+
+/* Gives task t to claim c: a fresh lease; the agent's resources count it. */
+static void assign(engine_t *e, e_batch_t *b, e_task_t *t, engine_claim_t *c, e_agent_t *a)
 {
-    e__job_unqueue(e, j);
-    e_agent_t *a = sp_map_get(&e->agents, c->agent_id);
+    e__task_unqueue(e, t);
+    task_project(e, t)->active++; /* running counts toward the limit */
+    e_job_t *j = t->job;
     char lease[65];
     uint8_t raw[24];
     sp_random_bytes(raw, sizeof raw);
     for (size_t i = 0; i < sizeof raw; i++) snprintf(lease + 2 * i, 3, "%02x", raw[i]);
-    e__uuid(j->task_id);
-    e__lease_hash(lease, j->lease_hash);
-    snprintf(j->agent_id, sizeof j->agent_id, "%s", c->agent_id);
-    j->deadline_ns = sp_mono_ns() + e->o.lease_timeout_ms * 1000000;
-    j->status = "running";
-    j->cancel = false;
-    sp_map_set(&e->tasks, j->task_id, j);
+    e__uuid(t->task_id);
+    e__lease_hash(lease, t->lease_hash);
+    snprintf(t->agent_id, sizeof t->agent_id, "%s", a->id);
+    t->deadline_ns = sp_mono_ns() + e->o.lease_timeout_ms * 1000000;
+    t->status = "running";
+    a->running++;
+    if (a->cpus > 0) {
+        a->used_cpu += j->cls->cpu;
+        a->used_mb += j->cls->ram_mb;
+    }
+    e->queue_latency_sum_s += (double)(sp_mono_ns() - t->enq_ns) / 1e9;
+    e->queue_latency_n++;
+    if (strcmp(j->status, "queued") == 0) j->status = "running";
+    sp_map_set(&e->tasks, t->task_id, t);
     char hash_hex[65];
-    for (int i = 0; i < 32; i++) snprintf(hash_hex + 2 * i, 3, "%02x", j->lease_hash[i]);
+    for (int i = 0; i < 32; i++) snprintf(hash_hex + 2 * i, 3, "%02x", t->lease_hash[i]);
     e__emit(b, LOG_EV_JOB_STARTED,
-            json_pack("{s:s, s:s, s:s, s:s, s:s}", "id", j->id, "task_id", j->task_id, "lease_hash", hash_hex,
-                      "agent_id", c->agent_id, "agent_name", a ? a->name : ""));
-    c->task = e__task_doc(e, j, lease);
+            json_pack("{s:s, s:i, s:s, s:s, s:s, s:s}", "id", j->id, "index", t->index, "task_id", t->task_id,
+                      "lease_hash", hash_hex, "agent_id", a->id, "agent_name", a->name));
+    c->task = e__task_doc(e, t, lease);
     OPENSSL_cleanse(lease, sizeof lease);
     b->notify = sp_xrealloc(b->notify, (b->nnotify + 1) * sizeof *b->notify);
     b->notify[b->nnotify++] = c;
 }
 
+/* The oldest task, among the front tasks of the classes' current
+ * projects, that the agent can run now. Within a class projects take
+ * turns, so one busy project cannot starve the others. */
+static e_task_t *pick_for(engine_t *e, const e_agent_t *a, e_class_t **cls)
+{
+    e_task_t *best = NULL;
+    size_t i = 0;
+    void *v;
+    while (sp_map_next(&e->classes, &i, NULL, &v)) {
+        e_class_t *c = v;
+        if (c->ring == NULL || !fits_now(a, c)) continue;
+        e_pq_t *q = c->ring;
+        e_task_t *t = q->head;
+        /* A task this agent lost once goes to another agent if one exists. */
+        while (t && strcmp(t->excluded, a->id) == 0) t = t->qnext;
+        if (t && (best == NULL || t->enq < best->enq)) {
+            best = t;
+            *cls = c;
+        }
+    }
+    return best;
+}
+
 void e__dispatch(engine_t *e, e_batch_t *b)
 {
-    while (e->qhead && e->claims_head) {
-        engine_claim_t *c = e->claims_head;
-        claim_unlink(e, c);
-        assign(e, b, e->qhead, c);
+    bool progress = true;
+    while (progress && e->claims_head) {
+        progress = false;
+        /* Best fit: offer work to the waiting agent with the least room
+         * left first, which packs tasks onto agents. */
+        engine_claim_t *chosen = NULL;
+        e_task_t *task = NULL;
+        e_class_t *cls = NULL;
+        double chosen_room = 0;
+        for (engine_claim_t *c = e->claims_head; c; c = c->next) {
+            e_agent_t *a = sp_map_get(&e->agents, c->agent_id);
+            if (a == NULL) continue;
+            e_class_t *k = NULL;
+            e_task_t *t = pick_for(e, a, &k);
+            if (t == NULL) continue;
+            double room = a->cpus > 0 ? agent_free_cpu(a) - k->cpu : (double)(a->slots - a->running) * 1e6;
+            if (chosen == NULL || t->enq < task->enq || (t == task && room < chosen_room)) {
+                chosen = c, task = t, cls = k, chosen_room = room;
+            }
+        }
+        if (chosen) {
+            e_agent_t *a = sp_map_get(&e->agents, chosen->agent_id);
+            claim_unlink(e, chosen);
+            /* The class's next project gets the next turn. */
+            if (cls->ring && cls->ring->head == task) cls->ring = cls->ring->next;
+            assign(e, b, task, chosen, a);
+            progress = true;
+        }
     }
 }
 
-/* ---- the end of a job ---- */
+/* ---- the end of tasks, jobs and workflows ---- */
 
 static bool failure(const char *s)
 {
@@ -118,28 +435,34 @@ static const char *intern_status(const char *s)
                                   "running",  "on_hold"};
     for (size_t i = 0; i < SP_ARRAY_LEN(known); i++)
         if (strcmp(known[i], s) == 0) return known[i];
-    return NULL;
+    return "failed";
+}
+
+void e__job_free(engine_t *e, e_job_t *j)
+{
+    for (int i = 0; i < j->ntasks; i++) {
+        e_task_t *t = &j->tasks[i];
+        e__task_unqueue(e, t);
+        if (t->task_id[0]) sp_map_del(&e->tasks, t->task_id);
+        sp_map_free(&t->out_seq);
+    }
+    sp_map_del(&e->jobs, j->id);
+    free(j->tasks);
+    free(j->name);
+    free(j->def);
+    free(j->deps);
 }
 
 void e__wf_free(engine_t *e, e_wf_t *wf)
 {
-    for (int i = 0; i < wf->njobs; i++) {
-        e_job_t *j = &wf->jobs[i];
-        e__job_unqueue(e, j);
-        if (j->task_id[0]) sp_map_del(&e->tasks, j->task_id);
-        sp_map_del(&e->jobs, j->id);
-        free(j->name);
-        free(j->def);
-        free(j->deps);
-        sp_map_free(&j->out_seq);
-    }
+    for (int i = 0; i < wf->njobs; i++) e__job_free(e, &wf->jobs[i]);
     free(wf->jobs);
     free(wf->name);
+    free(wf->canceled_by);
     free(wf);
 }
 
-/* A job whose requirement can no longer succeed will not run, nor will
- * anything that requires it. */
+/* Jobs whose requirement ended other than in success will not run. */
 static void mark_not_run(engine_t *e, e_batch_t *b, e_wf_t *wf)
 {
     bool changed = true;
@@ -175,7 +498,7 @@ static void queue_ready(engine_t *e, e_batch_t *b, e_wf_t *wf)
 /* Ends the workflow when none of its jobs can change any more. */
 static void maybe_finish(engine_t *e, e_batch_t *b, e_wf_t *wf)
 {
-    bool failed = false, canceled = false;
+    bool failed = false, canceled = wf->canceled;
     for (int i = 0; i < wf->njobs; i++) {
         const char *s = wf->jobs[i].status;
         if (!ended(s)) return;
@@ -183,386 +506,127 @@ static void maybe_finish(engine_t *e, e_batch_t *b, e_wf_t *wf)
         canceled |= strcmp(s, "canceled") == 0;
     }
     const char *status = canceled ? "canceled" : failed ? "failed" : "success";
-    e__emit(b, LOG_EV_WORKFLOW_FINISHED, json_pack("{s:s, s:s}", "id", wf->id, "status", status));
+    json_t *body = json_pack("{s:s, s:s}", "id", wf->id, "status", status);
+    if (wf->canceled_by) json_object_set_new(body, "canceled_by", json_string(wf->canceled_by));
+    e__emit(b, LOG_EV_WORKFLOW_FINISHED, body);
     sp_map_del(&e->wfs, wf->id);
     e_pipe_t *p = wf->p;
     e__wf_free(e, wf);
     e__pipe_release(e, p);
 }
 
-void e__job_end(engine_t *e, e_batch_t *b, e_job_t *j, const char *status, const char *message)
+/* The job's outcome from its tasks: a failure beats a cancel beats success. */
+static const char *job_outcome(const e_job_t *j)
 {
-    e__job_unqueue(e, j);
-    if (j->task_id[0]) {
-        sp_map_del(&e->tasks, j->task_id);
-        j->task_id[0] = 0;
+    const char *worst = "success";
+    for (int i = 0; i < j->ntasks; i++) {
+        const char *s = j->tasks[i].status;
+        if (strcmp(s, "infrastructure_fail") == 0) return s;
+        if (failure(s) && !failure(worst))
+            worst = s;
+        else if (strcmp(s, "canceled") == 0 && strcmp(worst, "success") == 0)
+            worst = s;
     }
-    j->status = intern_status(status);
-    json_t *body = json_pack("{s:s, s:s}", "id", j->id, "status", status);
-    if (message && *message) json_object_set_new(body, "message", json_string(message));
-    e__emit(b, LOG_EV_JOB_FINISHED, body);
-    e_wf_t *wf = j->wf;
+    return j->cancel && strcmp(worst, "success") != 0 ? "canceled" : worst;
+}
+
+void e__wf_progress(engine_t *e, e_batch_t *b, e_wf_t *wf)
+{
     mark_not_run(e, b, wf);
     queue_ready(e, b, wf);
     maybe_finish(e, b, wf);
 }
 
-/* ---- agents ---- */
-
-static int fail(engine_t *e, e_batch_t *b, int rc, char *err, size_t errlen, const char *msg)
+void e__job_end(engine_t *e, e_batch_t *b, e_job_t *j, const char *status, const char *message, const char *by)
 {
-    snprintf(err, errlen, "%s", msg);
-    pthread_mutex_unlock(&e->mu);
-    (void)b;
-    return rc;
-}
-
-static int finish(engine_t *e, e_batch_t *b)
-{
-    bool empty = b->n == 0;
-    int rc = empty ? 0 : e__submit(b);
-    pthread_mutex_unlock(&e->mu);
-    if (empty) e__finish_empty(b);
-    return rc;
-}
-
-int engine_agent_register(engine_t *e, const json_t *info, engine_done_cb cb, void *arg, char *err, size_t errlen)
-{
-    const char *name = json_string_value(json_object_get(info, "name"));
-    json_t *slots = json_object_get(info, "slots"), *labels = json_object_get(info, "labels");
-    if (name == NULL || strlen(name) == 0 || strlen(name) > 100) {
-        snprintf(err, errlen, "name: expected 1 to 100 characters");
-        return SP_EINVAL;
-    }
-    if (!json_is_integer(slots) || json_integer_value(slots) < 1 || json_integer_value(slots) > 1024) {
-        snprintf(err, errlen, "slots: expected an integer from 1 to 1024");
-        return SP_EINVAL;
-    }
-    if (labels && !json_is_array(labels)) {
-        snprintf(err, errlen, "labels: expected a list of strings");
-        return SP_EINVAL;
-    }
-    e_batch_t b;
-    e__batch_init(&b, e, "agent", cb, arg);
-    e_agent_t *a = sp_xcalloc(1, sizeof *a);
-    e__uuid(a->id);
-    a->name = sp_xstrdup(name);
-    a->slots = (int)json_integer_value(slots);
-    a->last_seen_ns = sp_mono_ns();
-    json_t *body =
-        json_pack("{s:s, s:s, s:I, s:O, s:O, s:O}", "id", a->id, "name", name, "slots", json_integer_value(slots),
-                  "labels", labels ? labels : json_array(), "cpus", json_object_get(info, "cpus") ?: json_null(),
-                  "memory_mb", json_object_get(info, "memory_mb") ?: json_null());
-    pthread_mutex_lock(&e->mu);
-    sp_map_set(&e->agents, a->id, a);
-    e__emit(&b, LOG_EV_AGENT_REGISTERED, body);
-    b.result = json_pack("{s:s, s:i, s:I}", "agent_id", a->id, "heartbeat_ms", HEARTBEAT_MS, "lease_timeout_ms",
-                         (json_int_t)e->o.lease_timeout_ms);
-    return finish(e, &b);
-}
-
-int engine_claim(engine_t *e, const char *agent_id, engine_claim_cb cb, void *arg, engine_claim_t **out, char *err,
-                 size_t errlen)
-{
-    e_batch_t b;
-    e__batch_init(&b, e, "system", NULL, NULL);
-    pthread_mutex_lock(&e->mu);
-    e_agent_t *a = agent_id ? sp_map_get(&e->agents, agent_id) : NULL;
-    if (a == NULL) return fail(e, &b, SP_ENOTFOUND, err, errlen, "unknown agent: register first");
-    a->last_seen_ns = sp_mono_ns();
-    engine_claim_t *c = sp_xcalloc(1, sizeof *c);
-    snprintf(c->agent_id, sizeof c->agent_id, "%s", agent_id);
-    c->cb = cb;
-    c->arg = arg;
-    c->prev = e->claims_tail;
-    if (e->claims_tail)
-        e->claims_tail->next = c;
-    else
-        e->claims_head = c;
-    e->claims_tail = c;
-    c->waiting = true;
-    *out = c;
-    e__dispatch(e, &b);
-    int rc = finish(e, &b);
-    return rc;
-}
-
-bool engine_claim_cancel(engine_t *e, engine_claim_t *c)
-{
-    pthread_mutex_lock(&e->mu);
-    bool waiting = c->waiting;
-    if (waiting) claim_unlink(e, c);
-    pthread_mutex_unlock(&e->mu);
-    if (waiting) {
-        c->cb(c->arg, NULL);
-        free(c);
-    }
-    return waiting;
-}
-
-/* The job of a task whose lease matches, or NULL. */
-static e_job_t *task_job(engine_t *e, const char *task_id, const char *lease)
-{
-    e_job_t *j = task_id ? sp_map_get(&e->tasks, task_id) : NULL;
-    if (j == NULL || lease == NULL) return NULL;
-    uint8_t h[32];
-    e__lease_hash(lease, h);
-    if (!sp_ct_equal(h, 32, j->lease_hash, 32)) return NULL;
-    j->deadline_ns = sp_mono_ns() + e->o.lease_timeout_ms * 1000000;
-    e_agent_t *a = sp_map_get(&e->agents, j->agent_id);
-    if (a) a->last_seen_ns = sp_mono_ns();
-    return j;
-}
-
-static const char *lost = "the task's lease is no longer valid (it was given up or finished)";
-
-static bool step_status_ok(const char *s)
-{
-    return s && (strcmp(s, "success") == 0 || strcmp(s, "failed") == 0 || strcmp(s, "timedout") == 0 ||
-                 strcmp(s, "canceled") == 0);
-}
-
-/* Validates one protocol event and turns it into a log event. */
-static int task_event(e_batch_t *b, e_job_t *j, const json_t *ev, char *err, size_t errlen)
-{
-    const char *type = json_string_value(json_object_get(ev, "type"));
-    json_t *step = json_object_get(ev, "step"), *index = json_object_get(ev, "index");
-    if (!json_is_integer(step) || json_integer_value(step) < 0 || json_integer_value(step) > 100000 ||
-        !json_is_integer(index) || json_integer_value(index) < 0 || json_integer_value(index) > 1000) {
-        snprintf(err, errlen, "events: step and index must be small non-negative integers");
-        return SP_EINVAL;
-    }
-    if (type && strcmp(type, "step_started") == 0) {
-        const char *name = json_string_value(json_object_get(ev, "name"));
-        json_t *bash = json_object_get(ev, "bash_command");
-        if (name == NULL || strlen(name) > 1000 || (bash && !json_is_null(bash) && !json_is_string(bash))) {
-            snprintf(err, errlen, "step_started: expected a name and an optional bash_command");
-            return SP_EINVAL;
-        }
-        e__emit(b, LOG_EV_JOB_STEP_STARTED,
-                json_pack("{s:s, s:O, s:O, s:s, s:O, s:b}", "id", j->id, "step", step, "index", index, "name", name,
-                          "bash_command", bash ? bash : json_null(), "background",
-                          json_is_true(json_object_get(ev, "background"))));
-        return 0;
-    }
-    if (type && strcmp(type, "step_finished") == 0) {
-        const char *status = json_string_value(json_object_get(ev, "status"));
-        json_t *code = json_object_get(ev, "exit_code");
-        if (!step_status_ok(status) || (code && !json_is_null(code) && !json_is_integer(code))) {
-            snprintf(err, errlen,
-                     "step_finished: expected a status (success, failed, timedout, canceled) and an "
-                     "integer exit_code");
-            return SP_EINVAL;
-        }
-        e__emit(b, LOG_EV_JOB_STEP_FINISHED,
-                json_pack("{s:s, s:O, s:O, s:s, s:O}", "id", j->id, "step", step, "index", index, "status", status,
-                          "exit_code", code ? code : json_null()));
-        return 0;
-    }
-    snprintf(err, errlen, "events: unknown event type \"%s\"", type ? type : "");
-    return SP_EINVAL;
-}
-
-int engine_task_events(engine_t *e, const char *task_id, const char *lease, const json_t *events, engine_done_cb cb,
-                       void *arg, char *err, size_t errlen)
-{
-    if (!json_is_array(events) || json_array_size(events) > 1000) {
-        snprintf(err, errlen, "events: expected a list of at most 1000 events");
-        return SP_EINVAL;
-    }
-    e_batch_t b;
-    e__batch_init(&b, e, "agent", cb, arg);
-    pthread_mutex_lock(&e->mu);
-    e_job_t *j = task_job(e, task_id, lease);
-    if (j == NULL) return fail(e, &b, SP_ECLOSED, err, errlen, lost);
-    size_t i;
-    json_t *ev;
-    json_array_foreach ((json_t *)events, i, ev) {
-        int rc = task_event(&b, j, ev, err, errlen);
-        if (rc != 0) {
-            pthread_mutex_unlock(&e->mu);
-            e_batch_t empty = b;
-            empty.cb = NULL;
-            e__finish_empty(&empty);
-            return rc;
+    for (int i = 0; i < j->ntasks; i++) {
+        e_task_t *t = &j->tasks[i];
+        if (t->where != Q_NONE) {
+            e__task_unqueue(e, t);
+            t->status = intern_status(status);
         }
     }
-    b.result = json_pack("{s:b}", "cancel", j->cancel);
-    return finish(e, &b);
+    j->status = intern_status(status);
+    json_t *body = json_pack("{s:s, s:s}", "id", j->id, "status", status);
+    if (message && *message) json_object_set_new(body, "message", json_string(message));
+    if (by && *by)
+        json_object_set_new(body, strcmp(status, "success") == 0 ? "approved_by" : "canceled_by", json_string(by));
+    e__emit(b, LOG_EV_JOB_FINISHED, body);
+    e__wf_progress(e, b, j->wf);
 }
 
-/* Counts the lines of a chunk and checks it decodes. */
-static int chunk_check(sp_slice_t z, uint64_t *lines, uint64_t *bytes, char *err, size_t errlen)
+/* Frees a running task's agent resources and its project's place. */
+static void release(engine_t *e, e_task_t *t)
 {
-    unsigned long long raw = ZSTD_getFrameContentSize(z.p, z.n);
-    if (raw == ZSTD_CONTENTSIZE_ERROR || raw > MAX_CHUNK_RAW) {
-        snprintf(err, errlen, "output: expected one zstd frame of at most %u bytes decompressed", MAX_CHUNK_RAW);
-        return SP_EINVAL;
-    }
-    size_t cap = raw == ZSTD_CONTENTSIZE_UNKNOWN ? MAX_CHUNK_RAW : (size_t)raw;
-    uint8_t *buf = sp_xmalloc(cap ? cap : 1);
-    size_t n = ZSTD_decompress(buf, cap, z.p, z.n);
-    int rc = 0;
-    if (ZSTD_isError(n)) {
-        snprintf(err, errlen, "output: bad zstd data: %s", ZSTD_getErrorName(n));
-        rc = SP_EINVAL;
-    } else {
-        msgpack_zone zone;
-        msgpack_zone_init(&zone, 4096);
-        msgpack_object o;
-        size_t off = 0;
-        if (msgpack_unpack((const char *)buf, n, &off, &zone, &o) != MSGPACK_UNPACK_SUCCESS || off != n ||
-            o.type != MSGPACK_OBJECT_ARRAY) {
-            snprintf(err, errlen, "output: expected a msgpack array of [t_ms, stream, text]");
-            rc = SP_EINVAL;
-        } else {
-            uint64_t total = 0;
-            for (uint32_t i = 0; i < o.via.array.size && rc == 0; i++) {
-                const msgpack_object *l = &o.via.array.ptr[i];
-                if (l->type != MSGPACK_OBJECT_ARRAY || l->via.array.size != 3 ||
-                    l->via.array.ptr[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
-                    l->via.array.ptr[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER || l->via.array.ptr[1].via.u64 > 1 ||
-                    l->via.array.ptr[2].type != MSGPACK_OBJECT_STR) {
-                    snprintf(err, errlen, "output: line %u is not [t_ms, stream (0 or 1), text]", i);
-                    rc = SP_EINVAL;
-                }
-                total += rc == 0 ? l->via.array.ptr[2].via.str.size : 0;
-            }
-            *lines = o.via.array.size;
-            *bytes = total;
-        }
-        msgpack_zone_destroy(&zone);
-    }
-    free(buf);
-    return rc;
-}
-
-int engine_task_output(engine_t *e, const char *task_id, const char *lease, int step, int index, uint32_t seq,
-                       sp_slice_t chunk, engine_done_cb cb, void *arg, char *err, size_t errlen)
-{
-    if (step < 0 || step > 100000 || index < 0 || index > 1000) {
-        snprintf(err, errlen, "step and index must be small non-negative integers");
-        return SP_EINVAL;
-    }
-    if (chunk.n == 0 || chunk.n > MAX_CHUNK_STORED) {
-        snprintf(err, errlen, "output: a chunk must hold 1 to %u compressed bytes", MAX_CHUNK_STORED);
-        return SP_EINVAL;
-    }
-    uint64_t lines, bytes;
-    /* Decoding happens outside the lock: it is the costly part. */
-    int rc = chunk_check(chunk, &lines, &bytes, err, errlen);
-    if (rc != 0) return rc;
-    e_batch_t b;
-    e__batch_init(&b, e, "agent", cb, arg);
-    pthread_mutex_lock(&e->mu);
-    e_job_t *j = task_job(e, task_id, lease);
-    if (j == NULL) return fail(e, &b, SP_ECLOSED, err, errlen, lost);
-    char key[32];
-    snprintf(key, sizeof key, "%d:%d", step, index);
-    uintptr_t next = (uintptr_t)sp_map_get(&j->out_seq, key);
-    if (seq < next) { /* a retried upload that already arrived */
-        b.result = json_pack("{s:b}", "cancel", j->cancel);
-        return finish(e, &b);
-    }
-    if (seq > next) {
-        snprintf(err, errlen, "output: chunk %u of step %d arrived before chunk %lu", seq, step, (unsigned long)next);
-        pthread_mutex_unlock(&e->mu);
-        return SP_EINVAL;
-    }
-    sp_map_set(&j->out_seq, key, (void *)(next + 1));
-    sp_buf_t body = {0};
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &body, ingest_pack_write);
-    msgpack_pack_map(&pk, 7);
-    static const char *keys[] = {"id", "step", "index", "seq", "lines", "bytes", "data"};
-    uint64_t vals[] = {0, (uint64_t)step, (uint64_t)index, seq, lines, bytes};
-    for (int i = 0; i < 7; i++) {
-        msgpack_pack_str(&pk, strlen(keys[i]));
-        msgpack_pack_str_body(&pk, keys[i], strlen(keys[i]));
-        if (i == 0) {
-            msgpack_pack_str(&pk, strlen(j->id));
-            msgpack_pack_str_body(&pk, j->id, strlen(j->id));
-        } else if (i == 6) {
-            msgpack_pack_bin(&pk, chunk.n);
-            msgpack_pack_bin_body(&pk, chunk.p, chunk.n);
-        } else {
-            msgpack_pack_uint64(&pk, vals[i]);
+    e_agent_t *a = sp_map_get(&e->agents, t->agent_id);
+    if (a) {
+        a->running--;
+        if (a->cpus > 0) {
+            a->used_cpu -= t->job->cls->cpu;
+            a->used_mb -= t->job->cls->ram_mb;
         }
     }
-    e__emit_raw(&b, LOG_EV_JOB_OUTPUT, &body);
-    b.result = json_pack("{s:b}", "cancel", j->cancel);
-    return finish(e, &b);
+    e_proj_t *p = task_project(e, t);
+    p->active--;
+    sp_map_del(&e->tasks, t->task_id);
+    t->task_id[0] = 0;
+    e__promote(e, p);
 }
 
-int engine_task_finish(engine_t *e, const char *task_id, const char *lease, const char *status, const char *message,
-                       engine_done_cb cb, void *arg, char *err, size_t errlen)
+void e__task_end(engine_t *e, e_batch_t *b, e_task_t *t, const char *status, const char *message)
 {
-    static const char *allowed[] = {"success", "failed", "timedout", "canceled", "infrastructure_fail"};
-    bool ok = false;
-    for (size_t i = 0; status && i < SP_ARRAY_LEN(allowed); i++) ok |= strcmp(allowed[i], status) == 0;
-    if (!ok) {
-        snprintf(err, errlen, "status: expected success, failed, timedout, canceled or infrastructure_fail");
-        return SP_EINVAL;
-    }
-    if (message && strlen(message) > 4096) {
-        snprintf(err, errlen, "message: at most 4096 characters");
-        return SP_EINVAL;
-    }
-    e_batch_t b;
-    e__batch_init(&b, e, "agent", cb, arg);
-    pthread_mutex_lock(&e->mu);
-    e_job_t *j = task_job(e, task_id, lease);
-    if (j == NULL) return fail(e, &b, SP_ECLOSED, err, errlen, lost);
-    /* A job canceled while running ends canceled, whatever the agent saw. */
-    e__job_end(e, &b, j, j->cancel ? "canceled" : status, message);
-    e__dispatch(e, &b);
-    b.result = json_pack("{s:s}", "message", "finished");
-    return finish(e, &b);
+    e_job_t *j = t->job;
+    if (t->task_id[0]) release(e, t);
+    e__task_unqueue(e, t);
+    t->status = intern_status(status);
+    json_t *body = json_pack("{s:s, s:i, s:s}", "id", j->id, "index", t->index, "status", t->status);
+    if (message && *message) json_object_set_new(body, "message", json_string(message));
+    e__emit(b, LOG_EV_JOB_TASK_FINISHED, body);
+    for (int i = 0; i < j->ntasks; i++)
+        if (!ended(j->tasks[i].status)) return;
+    const char *outcome = job_outcome(j);
+    j->status = outcome;
+    json_t *fin = json_pack("{s:s, s:s}", "id", j->id, "status", outcome);
+    if (message && *message && strcmp(outcome, "success") != 0)
+        json_object_set_new(fin, "message", json_string(message));
+    e__emit(b, LOG_EV_JOB_FINISHED, fin);
+    e__wf_progress(e, b, j->wf);
 }
 
-int engine_heartbeat(engine_t *e, const char *agent_id, const json_t *running, engine_done_cb cb, void *arg, char *err,
-                     size_t errlen)
+/* Ends one task that never ran (it was queued), without deciding what
+ * follows: the caller does. */
+static void drop_task(engine_t *e, e_batch_t *b, e_task_t *t, const char *status)
 {
-    e_batch_t b;
-    e__batch_init(&b, e, "agent", cb, arg);
-    pthread_mutex_lock(&e->mu);
-    e_agent_t *a = agent_id ? sp_map_get(&e->agents, agent_id) : NULL;
-    if (a == NULL) return fail(e, &b, SP_ENOTFOUND, err, errlen, "unknown agent: register first");
-    int64_t now = sp_mono_ns();
-    a->last_seen_ns = now;
-    json_t *cancel = json_array();
-    size_t i;
-    json_t *t;
-    json_array_foreach ((json_t *)running, i, t) {
-        const char *tid = json_string_value(t);
-        e_job_t *j = tid ? sp_map_get(&e->tasks, tid) : NULL;
-        if (j && strcmp(j->agent_id, agent_id) == 0) {
-            j->deadline_ns = now + e->o.lease_timeout_ms * 1000000;
-            if (j->cancel) json_array_append_new(cancel, json_string(tid));
-        } else if (tid) {
-            json_array_append_new(cancel, json_string(tid)); /* not ours any more: stop it */
+    e__task_unqueue(e, t);
+    t->status = intern_status(status);
+    e__emit(b, LOG_EV_JOB_TASK_FINISHED,
+            json_pack("{s:s, s:i, s:s}", "id", t->job->id, "index", t->index, "status", t->status));
+}
+
+void e__wf_cancel(engine_t *e, e_batch_t *b, e_wf_t *wf, const char *by)
+{
+    wf->canceled = true;
+    if (by && !wf->canceled_by) wf->canceled_by = sp_xstrdup(by);
+    for (int i = 0; i < wf->njobs; i++) {
+        e_job_t *j = &wf->jobs[i];
+        if (ended(j->status) || j->cancel) continue;
+        int running = 0;
+        for (int k = 0; k < j->ntasks; k++) {
+            if (strcmp(j->tasks[k].status, "running") == 0)
+                running++;
+            else if (!ended(j->tasks[k].status))
+                drop_task(e, b, &j->tasks[k], "canceled");
         }
+        if (running) {
+            /* The agents learn it from their next report and kill the
+             * process trees; the job ends when they finish. */
+            j->cancel = true;
+            e__emit(b, LOG_EV_JOB_CANCEL_REQUESTED, json_pack("{s:s, s:s}", "id", j->id, "by", by ? by : ""));
+            continue;
+        }
+        j->status = "canceled";
+        e__emit(b, LOG_EV_JOB_FINISHED,
+                json_pack("{s:s, s:s, s:s}", "id", j->id, "status", "canceled", "canceled_by", by ? by : ""));
     }
-    b.result = json_pack("{s:o}", "cancel", cancel);
-    return finish(e, &b);
-}
-
-void engine_tick(engine_t *e)
-{
-    e_batch_t b;
-    e__batch_init(&b, e, "system", NULL, NULL);
-    pthread_mutex_lock(&e->mu);
-    int64_t now = sp_mono_ns();
-    size_t i = 0, n = 0;
-    void *v;
-    e_job_t **expired = sp_xcalloc(sp_map_len(&e->tasks) + 1, sizeof *expired);
-    while (sp_map_next(&e->tasks, &i, NULL, &v))
-        if (((e_job_t *)v)->deadline_ns < now) expired[n++] = v;
-    char msg[160];
-    snprintf(msg, sizeof msg, "the agent running this job stopped reporting for %lld s",
-             (long long)(e->o.lease_timeout_ms / 1000));
-    for (size_t k = 0; k < n; k++) e__job_end(e, &b, expired[k], "infrastructure_fail", msg);
-    free(expired);
-    if (n) e__dispatch(e, &b);
-    finish(e, &b);
+    maybe_finish(e, b, wf);
 }

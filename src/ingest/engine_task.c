@@ -17,8 +17,9 @@ static void setenv_str(json_t *env, const char *k, const char *v)
 
 /* CircleCI's built-in variables, then the job's own environment (which
  * wins, as on CircleCI). */
-static json_t *environment(engine_t *e, e_job_t *j, const json_t *def)
+static json_t *environment(engine_t *e, e_task_t *t, const json_t *def)
 {
+    e_job_t *j = t->job;
     e_wf_t *wf = j->wf;
     e_pipe_t *p = wf->p;
     json_t *env = json_object();
@@ -39,8 +40,11 @@ static json_t *environment(engine_t *e, e_job_t *j, const json_t *def)
     setenv_str(env, "CIRCLE_PROJECT_USERNAME", p->org);
     setenv_str(env, "CIRCLE_PROJECT_REPONAME", p->repo);
     setenv_str(env, "CIRCLE_REPOSITORY_URL", p->url);
-    setenv_str(env, "CIRCLE_NODE_INDEX", "0");
-    setenv_str(env, "CIRCLE_NODE_TOTAL", "1");
+    char idx[16], total[16];
+    snprintf(idx, sizeof idx, "%d", t->index);
+    snprintf(total, sizeof total, "%d", j->ntasks);
+    setenv_str(env, "CIRCLE_NODE_INDEX", idx);
+    setenv_str(env, "CIRCLE_NODE_TOTAL", total);
     const json_t *primary = json_array_get(json_object_get(def, "docker"), 0);
     const json_t *maps[] = {json_object_get(primary, "environment"), json_object_get(def, "environment")};
     for (size_t m = 0; m < SP_ARRAY_LEN(maps); m++) {
@@ -64,10 +68,23 @@ static json_t *executor(const json_t *def)
     const json_t *docker = json_object_get(def, "docker"), *machine = json_object_get(def, "machine"),
                  *macos = json_object_get(def, "macos");
     const char *rc = json_string_value(json_object_get(def, "resource_class")) ?: "medium";
-    if (docker)
-        return json_pack("{s:s, s:s, s:s}", "type", "docker", "image",
+    if (docker) {
+        /* Every image with what the docker executor needs: the first is
+         * the primary container, the others are services on localhost. */
+        json_t *images = json_array();
+        static const char *fields[] = {"image", "name", "entrypoint", "command", "user", "environment", "auth"};
+        size_t i;
+        json_t *img;
+        json_array_foreach ((json_t *)docker, i, img) {
+            json_t *o = json_object();
+            for (size_t f = 0; f < SP_ARRAY_LEN(fields); f++)
+                if (json_object_get(img, fields[f])) json_object_set(o, fields[f], json_object_get(img, fields[f]));
+            json_array_append_new(images, o);
+        }
+        return json_pack("{s:s, s:s, s:s, s:o}", "type", "docker", "image",
                          json_string_value(json_object_get(json_array_get(docker, 0), "image")) ?: "", "resource_class",
-                         rc);
+                         rc, "images", images);
+    }
     if (macos)
         return json_pack("{s:s, s:s, s:s}", "type", "macos", "xcode",
                          json_string_value(json_object_get(macos, "xcode")) ?: "", "resource_class", rc);
@@ -119,8 +136,9 @@ static json_t *step(int id, const json_t *s)
                      json_string_value(json_object_get(params, "name")) ?: kind, "params", params);
 }
 
-json_t *e__task_doc(engine_t *e, e_job_t *j, const char *lease)
+json_t *e__task_doc(engine_t *e, e_task_t *t, const char *lease)
 {
+    e_job_t *j = t->job;
     e_wf_t *wf = j->wf;
     e_pipe_t *p = wf->p;
     const json_t *def = json_object_get(json_object_get(p->processed, "jobs"), j->def ? j->def : "");
@@ -132,13 +150,13 @@ json_t *e__task_doc(engine_t *e, e_job_t *j, const char *lease)
     json_t *task = json_pack(
         "{s:s, s:s, s:s, s:I, s:s, s:{s:s, s:s, s:s}, s:{s:s, s:I}, s:{s:s, s:s}, s:{s:s, s:s, s:o, s:o}, s:o, s:s, "
         "s:o, s:o, s:i, s:i, s:{s:I}, s:o}",
-        "task_id", j->task_id, "lease", lease, "job_id", j->id, "job_number", (json_int_t)j->number, "job_name",
+        "task_id", t->task_id, "lease", lease, "job_id", j->id, "job_number", (json_int_t)j->number, "job_name",
         j->name, "project", "slug", p->slug, "org", p->org, "repo", p->repo, "pipeline", "id", p->id, "number",
         (json_int_t)p->number, "workflow", "id", wf->id, "name", wf->name, "checkout", "url", p->url, "revision",
         p->revision, "branch", p->branch ? json_string(p->branch) : json_null(), "tag",
         p->tag ? json_string(p->tag) : json_null(), "executor", executor(def), "working_directory",
-        wd ? wd : "~/project", "shell", opt(def, "shell"), "environment", environment(e, j, def), "parallelism", 1,
-        "node_index", 0, "limits", "job_timeout_s", (json_int_t)e->o.job_timeout_s, "steps", steps);
+        wd ? wd : "~/project", "shell", opt(def, "shell"), "environment", environment(e, t, def), "parallelism",
+        j->ntasks, "node_index", t->index, "limits", "job_timeout_s", (json_int_t)e->o.job_timeout_s, "steps", steps);
     return task;
 }
 

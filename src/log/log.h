@@ -47,7 +47,12 @@
     X(LOG_EV_JOB_STEP_FINISHED, "job.step_finished", 1)                                                                \
     X(LOG_EV_JOB_FINISHED, "job.finished", 1)                                                                          \
     X(LOG_EV_JOB_NOT_RUN, "job.not_run", 1)                                                                            \
-    X(LOG_EV_AGENT_REGISTERED, "agent.registered", 1)
+    X(LOG_EV_AGENT_REGISTERED, "agent.registered", 1)                                                                  \
+    X(LOG_EV_JOB_TASK_FINISHED, "job.task_finished", 1)                                                                \
+    X(LOG_EV_JOB_TASK_REQUEUED, "job.task_requeued", 1)                                                                \
+    X(LOG_EV_JOB_CANCEL_REQUESTED, "job.cancel_requested", 1)                                                          \
+    X(LOG_EV_AGENT_DRAINED, "agent.drained", 1)                                                                        \
+    X(LOG_EV_PROJECT_SETTINGS_CHANGED, "project.settings_changed", 1)
 
 typedef enum {
     LOG_EV_UNKNOWN = 0,

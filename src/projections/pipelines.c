@@ -198,7 +198,9 @@ static bool is_failure(const char *s)
 
 static bool is_active(const char *s)
 {
-    return strcmp(s, "running") == 0 || strcmp(s, "queued") == 0 || strcmp(s, "blocked") == 0;
+    /* "blocked" jobs do not count: a workflow whose only open jobs wait
+     * behind an approval is on hold, as CircleCI reports it. */
+    return strcmp(s, "running") == 0 || strcmp(s, "queued") == 0;
 }
 
 /* Recomputes a running workflow's status from its jobs. */
@@ -242,6 +244,7 @@ static int workflow_created(ctx_t *c)
                   "running", "started_by", proj__str(b, "started_by"), "created_at", proj__time(c->ev->time_ns),
                   "stopped_at", "_jobs", "_index", json_integer_value(json_object_get(b, "index")));
     json_t *jobs = json_object_get(wf, "_jobs");
+    if (*proj__str(b, "rerun_of")) json_object_set_new(wf, "_rerun_of", json_string(proj__str(b, "rerun_of")));
     size_t i;
     json_t *j;
     int rc = 0;
@@ -300,6 +303,8 @@ static int workflow_finished(ctx_t *c)
     if (proj__doc_get(c->t, c->workflow, SP_SLICE_STR(id), &wf) != 0) return 0;
     json_object_set_new(wf, "status", json_string(proj__str(c->b, "status")));
     json_object_set_new(wf, "stopped_at", proj__time(c->ev->time_ns));
+    if (*proj__str(c->b, "canceled_by"))
+        json_object_set_new(wf, "canceled_by", json_string(proj__str(c->b, "canceled_by")));
     int rc = proj__doc_put(c->t, c->workflow, SP_SLICE_STR(id), wf);
     json_decref(wf);
     return rc ? rc : log_kvtxn_del(c->t, c->active, SP_SLICE_STR(id));
@@ -319,32 +324,123 @@ static int job_update(ctx_t *c, void (*fn)(ctx_t *c, json_t *job))
     return rc ? rc : refresh_workflow(c, wf);
 }
 
+/* parallel_runs[index], created on demand (one entry per node). */
+static json_t *run_of(json_t *job, json_int_t index)
+{
+    json_t *runs = json_object_get(job, "parallel_runs");
+    if (!json_is_array(runs)) {
+        runs = json_array();
+        json_object_set_new(job, "parallel_runs", runs);
+    }
+    while ((json_int_t)json_array_size(runs) <= index && index < 1024)
+        json_array_append_new(runs,
+                              json_pack("{s:I, s:s}", "index", (json_int_t)json_array_size(runs), "status", "blocked"));
+    return json_array_get(runs, (size_t)index);
+}
+
+static void set_runs(json_t *job, const char *status)
+{
+    json_int_t n = json_integer_value(json_object_get(job, "_parallelism"));
+    for (json_int_t i = 0; i < (n > 0 ? n : 1); i++) json_object_set_new(run_of(job, i), "status", json_string(status));
+}
+
 static void job_queued(ctx_t *c, json_t *job)
 {
     bool approval = strcmp(proj__str(job, "type"), "approval") == 0;
     json_object_set_new(job, "status", json_string(approval ? "on_hold" : "queued"));
     json_object_set_new(job, "queued_at", proj__time(c->ev->time_ns));
+    if (!approval) set_runs(job, "queued");
+}
+
+/* The per-node task details the engine needs after a restart. */
+static json_t *task_slot(json_t *job, json_int_t index)
+{
+    json_t *tasks = json_object_get(job, "_tasks");
+    if (!json_is_object(tasks)) {
+        tasks = json_object();
+        json_object_set_new(job, "_tasks", tasks);
+    }
+    char key[24];
+    snprintf(key, sizeof key, "%lld", (long long)index);
+    json_t *slot = json_object_get(tasks, key);
+    if (slot == NULL) {
+        slot = json_object();
+        json_object_set_new(tasks, key, slot);
+    }
+    return slot;
 }
 
 static void job_started(ctx_t *c, json_t *job)
 {
-    json_object_set_new(job, "status", json_string("running"));
-    json_object_set_new(job, "started_at", proj__time(c->ev->time_ns));
-    json_object_set_new(job, "_started_ns", json_integer(c->ev->time_ns));
-    json_object_set_new(job, "_task", opt_str(c->b, "task_id"));
-    json_object_set_new(job, "_lease_hash", opt_str(c->b, "lease_hash"));
-    json_object_set_new(job, "_agent_id", opt_str(c->b, "agent_id"));
+    json_int_t index = json_integer_value(json_object_get(c->b, "index"));
+    if (strcmp(proj__str(job, "status"), "running") != 0) {
+        json_object_set_new(job, "status", json_string("running"));
+        if (json_is_null(json_object_get(job, "started_at")) || !json_object_get(job, "started_at")) {
+            json_object_set_new(job, "started_at", proj__time(c->ev->time_ns));
+            json_object_set_new(job, "_started_ns", json_integer(c->ev->time_ns));
+        }
+    }
+    json_object_set_new(run_of(job, index), "status", json_string("running"));
+    json_t *slot = task_slot(job, index);
+    json_object_set_new(slot, "task_id", opt_str(c->b, "task_id"));
+    json_object_set_new(slot, "lease_hash", opt_str(c->b, "lease_hash"));
+    json_object_set_new(slot, "agent_id", opt_str(c->b, "agent_id"));
     json_object_set_new(job, "_agent", opt_str(c->b, "agent_name"));
+}
+
+static void task_finished(ctx_t *c, json_t *job)
+{
+    json_int_t index = json_integer_value(json_object_get(c->b, "index"));
+    json_object_set_new(run_of(job, index), "status", json_string(proj__str(c->b, "status")));
+    json_t *slot = task_slot(job, index);
+    json_object_del(slot, "task_id");
+    json_object_del(slot, "lease_hash");
+}
+
+static void task_requeued(ctx_t *c, json_t *job)
+{
+    json_int_t index = json_integer_value(json_object_get(c->b, "index"));
+    json_object_set_new(run_of(job, index), "status", json_string("queued"));
+    json_t *slot = task_slot(job, index);
+    json_object_del(slot, "task_id");
+    json_object_del(slot, "lease_hash");
+    json_object_set_new(slot, "retries", json_integer(json_integer_value(json_object_get(slot, "retries")) + 1));
+    json_object_set_new(slot, "excluded", opt_str(c->b, "agent_id"));
+    json_t *msgs = json_object_get(job, "messages");
+    if (!json_is_array(msgs)) json_object_set_new(job, "messages", msgs = json_array());
+    json_array_append_new(msgs, json_pack("{s:s, s:s, s:s}", "type", "warning", "message", proj__str(c->b, "reason"),
+                                          "reason", "retried on another agent"));
+}
+
+static void cancel_requested(ctx_t *c, json_t *job)
+{
+    json_object_set_new(job, "_cancel", json_true());
+    if (*proj__str(c->b, "by")) json_object_set_new(job, "canceled_by", json_string(proj__str(c->b, "by")));
 }
 
 static void job_finished(ctx_t *c, json_t *job)
 {
-    json_object_set_new(job, "status", json_string(proj__str(c->b, "status")));
+    const char *status = proj__str(c->b, "status");
+    json_object_set_new(job, "status", json_string(status));
     json_object_set_new(job, "stopped_at", proj__time(c->ev->time_ns));
     json_int_t started = json_integer_value(json_object_get(job, "_started_ns"));
     json_object_set_new(job, "duration", started ? json_integer((c->ev->time_ns - started) / 1000000) : json_null());
     const char *msg = proj__str(c->b, "message");
     if (*msg) json_object_set_new(job, "_message", json_string(msg));
+    if (*proj__str(c->b, "approved_by"))
+        json_object_set_new(job, "approved_by", json_string(proj__str(c->b, "approved_by")));
+    if (*proj__str(c->b, "canceled_by"))
+        json_object_set_new(job, "canceled_by", json_string(proj__str(c->b, "canceled_by")));
+    /* Nodes that never started end with the job (canceled, approval). */
+    json_t *runs = json_object_get(job, "parallel_runs");
+    size_t i;
+    json_t *r;
+    json_array_foreach (runs, i, r) {
+        const char *rs = proj__str(r, "status");
+        if (strcmp(rs, "blocked") == 0 || strcmp(rs, "queued") == 0)
+            json_object_set_new(r, "status", json_string(status));
+    }
+    json_object_del(job, "_tasks");
 }
 
 /* Steps left running when their job ended (a lost agent) end with it. */
@@ -491,6 +587,9 @@ static bool handled(int type)
     case LOG_EV_JOB_STEP_STARTED:
     case LOG_EV_JOB_STEP_FINISHED:
     case LOG_EV_JOB_FINISHED:
+    case LOG_EV_JOB_TASK_FINISHED:
+    case LOG_EV_JOB_TASK_REQUEUED:
+    case LOG_EV_JOB_CANCEL_REQUESTED:
     case LOG_EV_JOB_NOT_RUN: return true;
     default: return false;
     }
@@ -518,6 +617,9 @@ static int apply_pipelines(void *state, log_kvtxn_t *t, const log_event_t *ev)
             if (rc == 0) rc = close_steps(&c);
             break;
         case LOG_EV_JOB_NOT_RUN: rc = job_update(&c, job_not_run); break;
+        case LOG_EV_JOB_TASK_FINISHED: rc = job_update(&c, task_finished); break;
+        case LOG_EV_JOB_TASK_REQUEUED: rc = job_update(&c, task_requeued); break;
+        case LOG_EV_JOB_CANCEL_REQUESTED: rc = job_update(&c, cancel_requested); break;
         case LOG_EV_JOB_STEP_STARTED: rc = step_started(&c); break;
         case LOG_EV_JOB_STEP_FINISHED: rc = step_finished(&c); break;
         default: break;
@@ -527,4 +629,4 @@ static int apply_pipelines(void *state, log_kvtxn_t *t, const log_event_t *ev)
     return rc;
 }
 
-const proj_ops_t proj_pipelines_ops = {.name = "pipelines", .version = 1, .apply = apply_pipelines, .tables = names};
+const proj_ops_t proj_pipelines_ops = {.name = "pipelines", .version = 2, .apply = apply_pipelines, .tables = names};

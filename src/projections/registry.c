@@ -90,6 +90,25 @@ static int project_update(log_kvtxn_t *t, const json_t *b, void (*fn)(json_t *do
 static void set_building(json_t *doc, const json_t *b) { json_object_set_new(doc, "_building", json_true()); }
 static void set_stopped(json_t *doc, const json_t *b) { json_object_set_new(doc, "_building", json_false()); }
 
+/* Spool's own settings under _settings; autocancel_builds also in
+ * CircleCI's "advanced" settings shape. */
+static void set_settings(json_t *doc, const json_t *b)
+{
+    json_t *st = json_object_get(doc, "_settings");
+    if (!json_is_object(st)) json_object_set_new(doc, "_settings", st = json_object());
+    const char *k;
+    json_t *v;
+    json_object_foreach ((json_t *)b, k, v) {
+        if (strcmp(k, "slug") == 0) continue;
+        json_object_set(st, k, v);
+        if (strcmp(k, "autocancel_builds") == 0) {
+            json_t *adv = json_object_get(doc, "advanced");
+            if (!json_is_object(adv)) json_object_set_new(doc, "advanced", adv = json_object());
+            json_object_set(adv, k, v);
+        }
+    }
+}
+
 static void add_follower(json_t *doc, const json_t *b)
 {
     json_t *f = json_object_get(doc, "_followers");
@@ -118,7 +137,8 @@ static int apply_registry(void *state, log_kvtxn_t *t, const log_event_t *ev)
     case LOG_EV_PROJECT_FOLLOWED:
     case LOG_EV_PROJECT_UNFOLLOWED:
     case LOG_EV_PROJECT_BUILDING_STOPPED:
-    case LOG_EV_PROJECT_BUILDING_RESUMED: break;
+    case LOG_EV_PROJECT_BUILDING_RESUMED:
+    case LOG_EV_PROJECT_SETTINGS_CHANGED: break;
     default: return 0;
     }
     json_t *b = proj__body(ev);
@@ -132,6 +152,7 @@ static int apply_registry(void *state, log_kvtxn_t *t, const log_event_t *ev)
     case LOG_EV_PROJECT_UNFOLLOWED: rc = project_update(t, b, remove_follower); break;
     case LOG_EV_PROJECT_BUILDING_STOPPED: rc = project_update(t, b, set_stopped); break;
     case LOG_EV_PROJECT_BUILDING_RESUMED: rc = project_update(t, b, set_building); break;
+    case LOG_EV_PROJECT_SETTINGS_CHANGED: rc = project_update(t, b, set_settings); break;
     default: break;
     }
     json_decref(b);
@@ -141,7 +162,7 @@ static int apply_registry(void *state, log_kvtxn_t *t, const log_event_t *ev)
 static const char *const tables[] = {"registry.token", "registry.token_id", "registry.project", "registry.project_id",
                                      NULL};
 
-const proj_ops_t proj_registry_ops = {.name = "registry", .version = 1, .apply = apply_registry, .tables = tables};
+const proj_ops_t proj_registry_ops = {.name = "registry", .version = 2, .apply = apply_registry, .tables = tables};
 
 /* ---- reads ---- */
 

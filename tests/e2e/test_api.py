@@ -30,7 +30,7 @@ version: 2.1
 jobs:
   build:
     docker: [{image: cimg/base:stable}]
-    resource_class: large
+    resource_class: small
     steps:
       - run:
           name: Say hello
@@ -210,7 +210,7 @@ def test_pipeline_workflow_and_job_shapes(agents_server, tmp_path):
     assert d["pipeline"] == {"id": p["id"]}
     assert d["latest_workflow"] == {"id": wf["id"], "name": "main"}
     assert d["parallelism"] == 1 and d["parallel_runs"] == [{"index": 0, "status": "success"}]
-    assert d["executor"] == {"resource_class": "large", "type": "docker"}
+    assert d["executor"] == {"resource_class": "small", "type": "docker"}
     assert d["contexts"] == [] and d["messages"] == []
     assert d["created_at"] and d["queued_at"] and d["started_at"] and d["stopped_at"]
     assert isinstance(d["duration"], int)
