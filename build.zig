@@ -37,6 +37,39 @@ fn collectC(b: *std.Build, dir: []const u8, skip: []const []const u8) []const []
     return list.items;
 }
 
+// Zig 0.14's cache for a whole library or program lists the headers of only
+// the C files it compiled in that run, so an edit to a header (or to an
+// included .inc) can leave a stale binary. A generated C file that carries
+// a hash of every header makes such an edit a cache miss; the per-file
+// caches then recompile just the files that include what changed.
+fn headerStamp(b: *std.Build) std.Build.LazyPath {
+    var h = std.hash.Wyhash.init(0);
+    for ([_][]const u8{ "src", "tests", "tools" }) |dir| {
+        var d = b.build_root.handle.openDir(dir, .{ .iterate = true }) catch continue;
+        defer d.close();
+        var walker = d.walk(b.allocator) catch @panic("oom");
+        defer walker.deinit();
+        var names = std.ArrayList([]const u8).init(b.allocator);
+        while (walker.next() catch null) |entry| {
+            if (entry.kind != .file) continue;
+            if (!std.mem.endsWith(u8, entry.path, ".h") and !std.mem.endsWith(u8, entry.path, ".inc")) continue;
+            names.append(b.dupe(entry.path)) catch @panic("oom");
+        }
+        std.mem.sort([]const u8, names.items, {}, struct {
+            fn lt(_: void, a: []const u8, c: []const u8) bool {
+                return std.mem.lessThan(u8, a, c);
+            }
+        }.lt);
+        for (names.items) |name| {
+            const data = d.readFileAlloc(b.allocator, name, 1 << 26) catch @panic("cannot read a header");
+            h.update(name);
+            h.update(data);
+        }
+    }
+    const wf = b.addWriteFiles();
+    return wf.add("header_stamp.c", b.fmt("/* headers: {x} */\ntypedef int spool_header_stamp_t;\n", .{h.final()}));
+}
+
 const Ctx = struct {
     b: *std.Build,
     target: std.Build.ResolvedTarget,
@@ -44,6 +77,7 @@ const Ctx = struct {
     sanitize: bool,
     fuzz: bool,
     flags: []const []const u8,
+    stamp: std.Build.LazyPath,
 };
 
 fn linkDeps(ctx: Ctx, c: *std.Build.Step.Compile) void {
@@ -68,6 +102,7 @@ fn program(ctx: Ctx, core: *std.Build.Step.Compile, name: []const u8, files: []c
     const exe = ctx.b.addExecutable(.{ .name = name, .target = ctx.target, .optimize = ctx.optimize });
     exe.root_module.sanitize_c = if (ctx.sanitize) false else null;
     exe.addCSourceFiles(.{ .files = files, .flags = ctx.flags });
+    exe.addCSourceFile(.{ .file = ctx.stamp, .flags = ctx.flags });
     exe.addIncludePath(ctx.b.path("src"));
     exe.addIncludePath(ctx.b.path("tests"));
     exe.linkLibrary(core);
@@ -99,11 +134,13 @@ pub fn build(b: *std.Build) void {
         "-fno-sanitize=function",
     }) catch @panic("oom");
     if (fuzz) flags.append("-fsanitize=fuzzer-no-link") catch @panic("oom");
-    const ctx = Ctx{ .b = b, .target = target, .optimize = optimize, .sanitize = sanitize, .fuzz = fuzz, .flags = flags.items };
+    const stamp = headerStamp(b);
+    const ctx = Ctx{ .b = b, .target = target, .optimize = optimize, .sanitize = sanitize, .fuzz = fuzz, .flags = flags.items, .stamp = stamp };
 
     const core = b.addStaticLibrary(.{ .name = "spoolcore", .target = target, .optimize = optimize });
     core.root_module.sanitize_c = if (sanitize) false else null;
     core.addCSourceFiles(.{ .files = collectC(b, "src", &.{"src/main.c"}), .flags = flags.items });
+    core.addCSourceFile(.{ .file = stamp, .flags = flags.items });
     core.linkLibC();
 
     if (fuzz) {
