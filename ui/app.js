@@ -59,6 +59,16 @@
     return r.json();
   }
 
+  async function apiPost(path, body) {
+    const r = await fetch(path, {
+      method: 'POST', headers: headers({ 'Content-Type': 'application/json' }),
+      body: JSON.stringify(body || {}), cache: 'no-store' });
+    let doc = {};
+    try { doc = await r.json(); } catch (e) { /* no body */ }
+    if (!r.ok) throw new ApiError(r.status, doc.message || r.statusText);
+    return doc;
+  }
+
   function showError(err) {
     main.replaceChildren();
     if (err instanceof ApiError && err.status === 401) {
@@ -159,11 +169,40 @@
       return { pipes, more };
     }
 
-    function jobPill(j) {
+    /* A button that POSTs to the API, then redraws; a refusal is shown
+     * beside the workflow rather than replacing the page. */
+    function action(label, testid, path, body) {
+      const b = el('button', { type: 'button', class: 'act', 'data-testid': testid, text: label });
+      b.addEventListener('click', async () => {
+        b.disabled = true;
+        try {
+          await apiPost(path, body);
+          refresh();
+        } catch (e) {
+          b.disabled = false;
+          b.after(el('span', { class: 'act-error', 'data-testid': 'action-error', text: String(e.message || e) }));
+        }
+      });
+      return b;
+    }
+
+    function jobPill(w, j) {
       const name = j.job_number
         ? el('a', { href: '/ui/' + slug + '/jobs/' + j.job_number, text: j.name })
         : el('span', { text: j.name });
-      return el('span', { class: 'job', 'data-testid': 'job', 'data-status': j.status }, badge(j.status, 'job-status'), name);
+      const approve = j.type === 'approval' && j.status === 'on_hold'
+        ? action('Approve', 'approve', '/api/v2/workflow/' + enc(w.id) + '/approve/' + enc(j.approval_request_id))
+        : null;
+      return el('span', { class: 'job', 'data-testid': 'job', 'data-status': j.status }, badge(j.status, 'job-status'),
+        name, approve);
+    }
+
+    function workflowActions(w) {
+      const base = '/api/v2/workflow/' + enc(w.id);
+      if (!WF_FINAL.has(w.status)) return [action('Cancel', 'cancel-workflow', base + '/cancel')];
+      const out = [action('Rerun', 'rerun', base + '/rerun', {})];
+      if (w.status === 'failed') out.push(action('Rerun from failed', 'rerun-failed', base + '/rerun', { from_failed: true }));
+      return out;
     }
 
     function render(pipes, more) {
@@ -183,8 +222,9 @@
         for (const e of p.errors || []) card.append(el('p', { class: 'error', text: e.type + ': ' + e.message }));
         for (const w of p.workflows || []) {
           card.append(el('div', { class: 'wf', 'data-testid': 'workflow' },
-            el('div', { class: 'wf-head' }, el('h2', { text: w.name }), badge(w.status, 'workflow-status')),
-            el('div', { class: 'jobs' }, ...(w.jobs || []).map(jobPill))));
+            el('div', { class: 'wf-head' }, el('h2', { text: w.name }), badge(w.status, 'workflow-status'),
+              ...workflowActions(w)),
+            el('div', { class: 'jobs' }, ...(w.jobs || []).map((j) => jobPill(w, j)))));
         }
         out.push(card);
       }
