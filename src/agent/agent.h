@@ -34,6 +34,12 @@ typedef struct {
     const char *labels;
     /* Tasks run at once; 0 means 1. At most AGENT_MAX_SLOTS. */
     int slots;
+    /* CPUs and memory (MB) advertised at registration; 0 means what the
+     * machine has. The server keeps 2 CPUs and 4 GB of them for the agent
+     * itself and places tasks only where their resource class fits in the
+     * rest. */
+    int cpus;
+    int64_t memory_mb;
     /* Parent of the per-task work directories; created if missing. Copied.
      * Required. */
     const char *work_dir;
@@ -52,6 +58,12 @@ typedef struct {
     int claim_wait_ms;
     /* Run exactly one task, then drain (`spool agent --once`). */
     bool once;
+    /* Path of a Docker Engine API socket (Docker's, or podman's `podman
+     * system service`). With it the agent advertises the label "docker"
+     * and runs tasks whose executor is docker in containers; without it
+     * they run with the shell executor like any other. Start fails when
+     * the API does not answer there. Copied. */
+    const char *docker_socket;
 } agent_opts_t;
 
 #define AGENT_MAX_SLOTS 256

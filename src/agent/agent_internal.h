@@ -7,6 +7,7 @@
  *   chunk.c    output chunks: msgpack lines, zstd frames
  *   exec.c     the executor: runs a task's steps on a private libuv loop
  *   sandbox.c  bubblewrap: probing, argv, killing a sandbox (Linux only)
+ *   docker.c   an asynchronous Docker Engine API client (docker executor)
  *   fsutil.c   mkdir -p, rm -rf
  *   http.c     a small libcurl client (abortable, one per thread)
  *   report.c   the uploader thread of one task: events, output, finish
@@ -47,6 +48,17 @@ typedef struct {
     int64_t no_output_timeout_ms; /* 0: none */
 } agent__step_t;
 
+/* One image of a docker executor (the config's docker list). The first
+ * is the primary container, where steps run; the others are services. */
+typedef struct {
+    char *image;                  /* never NULL */
+    char *name, *user;            /* may be NULL */
+    char **entrypoint, **command; /* NULL-terminated words; NULL when absent */
+    agent__env_t *env;
+    size_t nenv;
+    char *auth_user, *auth_pass; /* may be NULL */
+} agent__image_t;
+
 typedef struct {
     char *task_id, *lease; /* never NULL */
     char *job_name;        /* never NULL */
@@ -60,6 +72,9 @@ typedef struct {
     int64_t job_timeout_ms;
     agent__step_t *steps;
     size_t nsteps;
+    char *executor_type;    /* "docker", "machine", ...; NULL when absent */
+    agent__image_t *images; /* executor.images, else executor.image alone */
+    size_t nimages;
 } agent__task_t;
 
 /* Parses a TASK object (the value of "task" in a claim answer). Every
@@ -95,6 +110,11 @@ int agent__zstd_compress(void *cctx, int level, const void *src, size_t n, sp_bu
  * server has its own decoder in ingest). */
 typedef int (*agent__line_cb)(void *arg, uint64_t t_ms, int stream, const char *text, size_t n);
 int agent__chunk_decode(const void *z, size_t zn, agent__line_cb cb, void *arg);
+
+/* Splits a shell setting ("/bin/sh -eo pipefail") into words; single and
+ * double quotes group, as in a shell. The array has room for `extra`
+ * more words. Caller frees with agent__argv_free. (exec.c) */
+char **agent__split_words(const char *s, size_t extra);
 
 /* ---- filesystem (fsutil.c) --------------------------------------------- */
 int agent__mkdirs(const char *path, mode_t mode); /* mkdir -p; 0 if it exists */
@@ -137,8 +157,11 @@ typedef struct {
 } agent__sink_t;
 
 typedef struct {
-    const char *work_dir;   /* parent of the task directory; borrowed */
-    const char *bwrap;      /* absolute path of bwrap; NULL: no sandbox */
+    const char *work_dir; /* parent of the task directory; borrowed */
+    const char *bwrap;    /* absolute path of bwrap; NULL: no sandbox */
+    /* The Docker Engine API socket; NULL: tasks with a docker executor
+     * run with the shell executor like any other. Borrowed. */
+    const char *docker_socket;
     const char *agent_name; /* for step 0; may be NULL */
     bool keep_work;
     size_t chunk_bytes; /* 0: AGENT__CHUNK_BYTES */
@@ -183,6 +206,44 @@ void agent__exec_resume(agent__exec_t *x);
 /* The task directory (valid after new). */
 const char *agent__exec_task_dir(const agent__exec_t *x);
 void agent__exec_free(agent__exec_t *x);
+
+/* ---- the Docker Engine API (docker.c) ----------------------------------
+ * Requests run on a libuv loop (the executor's) and never block it. Paths
+ * start with '/' and get the API version prefix. Every callback runs on
+ * the loop's thread. */
+
+typedef struct agent__dk agent__dk_t;
+typedef struct agent__dk_req agent__dk_req_t;
+
+/* The end of a request: rc 0 (status and body, borrowed for the call),
+ * SP_EIO (no answer; err says why), SP_ETIMEDOUT, or SP_ECLOSED (it was
+ * canceled). The request is freed after the callback returns. */
+typedef void (*agent__dk_done_cb)(void *arg, int rc, long status, const sp_buf_t *body, const char *err);
+/* Streamed body bytes. False: not taken; the transfer pauses until
+ * agent__dk_resume, and the same bytes come again. */
+typedef bool (*agent__dk_data_cb)(void *arg, const char *p, size_t n);
+
+struct uv_loop_s;
+int agent__dk_new(agent__dk_t **out, struct uv_loop_s *loop, const char *socket);
+/* Starts a request. body (JSON, may be NULL) and header (one extra
+ * "Name: value" line, may be NULL) are copied. timeout_ms 0: none. With
+ * data, the body streams to it; without, it is collected (up to 4 MiB)
+ * for done. The request stays valid until done is called. */
+agent__dk_req_t *agent__dk_call(agent__dk_t *d, const char *method, const char *path, const char *body,
+                                const char *header, long timeout_ms, agent__dk_data_cb data, agent__dk_done_cb done,
+                                void *arg);
+void agent__dk_resume(agent__dk_req_t *r);
+/* Ends a request now: done runs (SP_ECLOSED) before this returns. Not
+ * from inside that request's own callbacks. */
+void agent__dk_cancel(agent__dk_req_t *r);
+/* Cancels what is in flight and closes the client; the loop must run
+ * again for its handles to close (the memory goes then). */
+void agent__dk_free(agent__dk_t *d);
+/* URL-escapes s (caller frees with free). */
+char *agent__dk_escape(const char *s);
+/* A blocking request, for the pool's checks at start (no loop there). */
+int agent__dk_sync(const char *socket, const char *method, const char *path, const char *body, long timeout_ms,
+                   long *status, sp_buf_t *resp, char *err, size_t errlen);
 
 /* ---- HTTP (http.c) ------------------------------------------------------ */
 

@@ -55,8 +55,9 @@ struct task {
 };
 
 struct agent_pool {
-    char *server, *token, *name, *labels, *work_dir, *bwrap;
-    int slots, zstd_level, grace_ms, claim_wait_ms;
+    char *server, *token, *name, *labels, *work_dir, *bwrap, *docker_socket;
+    int slots, zstd_level, grace_ms, claim_wait_ms, cpus;
+    int64_t memory_mb;
     bool keep_work, once;
     pthread_mutex_t mu;
     pthread_cond_t cv; /* CLOCK_MONOTONIC; broadcast on every state change */
@@ -157,6 +158,7 @@ static void add_labels(agent_pool_t *p, sp_buf_t *b)
     sp_buf_add_json_str(b, os, strlen(os));
     sp_buf_addstr(b, ",");
     sp_buf_add_json_str(b, arch, strlen(arch));
+    bool docker_dup = false;
     const char *s = p->labels ? p->labels : "";
     while (*s) {
         while (*s == ',' || *s == ' ') s++;
@@ -164,23 +166,36 @@ static void add_labels(agent_pool_t *p, sp_buf_t *b)
         while (*e && *e != ',') e++;
         size_t n = (size_t)(e - s);
         while (n > 0 && s[n - 1] == ' ') n--;
-        bool dup = (n == strlen(os) && memcmp(s, os, n) == 0) || (n == strlen(arch) && memcmp(s, arch, n) == 0);
+        bool is_docker = p->docker_socket != NULL && n == 6 && memcmp(s, "docker", 6) == 0;
+        bool dup = (n == strlen(os) && memcmp(s, os, n) == 0) || (n == strlen(arch) && memcmp(s, arch, n) == 0) ||
+                   (is_docker && docker_dup);
+        docker_dup |= is_docker;
         if (n > 0 && !dup) {
             sp_buf_addstr(b, ",");
             sp_buf_add_json_str(b, s, n);
         }
         s = e;
     }
+    if (p->docker_socket != NULL && !docker_dup) sp_buf_addstr(b, ",\"docker\"");
     sp_buf_addstr(b, "]");
+}
+
+/* The server answers which resource classes fit this agent: none means
+ * it will never get a task, which an operator should hear about. */
+static void warn_if_useless(const json_t *classes)
+{
+    if (!json_is_array(classes) || json_array_size(classes) > 0) return;
+    sp_warn("agent", "no resource class fits this agent once the server keeps 2 CPUs and 4096 MB for it: it will "
+                     "get no tasks (give a bigger --cpus/--memory-mb to overcommit this machine)");
 }
 
 /* 0 registered, 1 try again later, < 0 fatal (err set). */
 static int do_register(agent_pool_t *p, char *err, size_t errlen)
 {
-    long cpus = (long)uv_available_parallelism() - 2;
-    if (cpus < 1) cpus = 1;
-    uint64_t total = uv_get_total_memory() >> 20;
-    uint64_t mem = total > 8192 ? total - 4096 : total / 2;
+    /* The machine as it is: the server takes the guide's reserve (2 CPUs
+     * and 4 GB for the agent itself) out of it. */
+    long cpus = p->cpus > 0 ? p->cpus : (long)uv_available_parallelism();
+    uint64_t mem = p->memory_mb > 0 ? (uint64_t)p->memory_mb : uv_get_total_memory() >> 20;
     sp_buf_t b = {0};
     sp_buf_addstr(&b, "{\"name\":");
     sp_buf_add_json_str(&b, p->name, strlen(p->name));
@@ -203,8 +218,9 @@ static int do_register(agent_pool_t *p, char *err, size_t errlen)
             p->lease_timeout_ms = json_is_integer(lt) ? (int)json_integer_value(lt) : 30000;
             p->registered = true;
             pthread_mutex_unlock(&p->mu);
-            sp_info("agent", "registered with %s as %s (agent %s, %d slot(s), heartbeat %d ms)", p->server, p->name,
-                    p->agent_id, p->slots, p->heartbeat_ms);
+            sp_info("agent", "registered with %s as %s (agent %s, %d slot(s), %ld CPUs, %llu MB, heartbeat %d ms)",
+                    p->server, p->name, p->agent_id, p->slots, cpus, (unsigned long long)mem, p->heartbeat_ms);
+            warn_if_useless(json_object_get(o, "resource_classes"));
             rc = 0;
         }
     } else if (st == 401 || st == 403) {
@@ -276,8 +292,11 @@ static void *task_main(void *arg)
         agent__report_finish(rep, AGENT__INFRA_FAIL, err);
         goto out;
     }
-    agent__exec_opts_t xo = {
-        .work_dir = p->work_dir, .bwrap = p->bwrap, .agent_name = p->name, .keep_work = p->keep_work};
+    agent__exec_opts_t xo = {.work_dir = p->work_dir,
+                             .bwrap = p->bwrap,
+                             .docker_socket = p->docker_socket,
+                             .agent_name = p->name,
+                             .keep_work = p->keep_work};
     agent__sink_t sink = agent__report_sink(rep);
     if ((rc = agent__exec_new(&x, &xo, spec, &sink)) != 0) {
         snprintf(err, sizeof err, "cannot prepare the executor: %s", sp_strerror(rc));
@@ -559,6 +578,63 @@ static void *hb_main(void *arg)
     return NULL;
 }
 
+/* ---- the Docker API at start ------------------------------------------------ */
+
+/* The Docker API must answer at the socket. Containers that an earlier
+ * agent process with this work directory left behind (it was killed
+ * before its teardown, e.g. SIGKILL or power loss) are removed: they
+ * carry the label spool.work_dir, and no other agent uses this work
+ * directory. */
+static int docker_check(const char *sock, const char *work_dir, char *err, size_t errlen)
+{
+    char why[512];
+    sp_buf_t b = {0};
+    long st = 0;
+    int rc = agent__dk_sync(sock, "GET", "/version", NULL, 10000, &st, &b, why, sizeof why);
+    if (rc == 0 && st != 200) snprintf(why, sizeof why, "GET /version answered %ld", st), rc = SP_EIO;
+    sp_buf_free(&b);
+    if (rc != 0) {
+        snprintf(err, errlen,
+                 "the Docker API does not answer at %s (%s); start Docker or `podman system service`, or run the "
+                 "agent without --docker-socket",
+                 sock, why);
+        return SP_EIO;
+    }
+    char *filter = sp_xasprintf("{\"label\":[\"spool.work_dir=%s\"]}", work_dir);
+    char *esc = agent__dk_escape(filter);
+    char *path = sp_xasprintf("/containers/json?all=true&filters=%s", esc);
+    json_t *list = NULL;
+    /* A primary goes only after its services (they use its network
+     * namespace), and the list comes in no set order: a few passes. */
+    for (int pass = 0; pass < 4; pass++) {
+        sp_buf_free(&b);
+        json_decref(list);
+        rc = agent__dk_sync(sock, "GET", path, NULL, 10000, &st, &b, why, sizeof why);
+        list = rc == 0 && st == 200 ? json_loadb((const char *)b.p, b.n, 0, NULL) : NULL;
+        if (json_array_size(list) == 0) break;
+        size_t i;
+        json_t *c;
+        json_array_foreach (list, i, c) {
+            json_t *id = json_object_get(c, "Id");
+            if (!json_is_string(id)) continue;
+            char *del = sp_xasprintf("/containers/%s?force=true&v=true", json_string_value(id));
+            sp_buf_t r = {0};
+            if (agent__dk_sync(sock, "DELETE", del, NULL, 30000, &st, &r, why, sizeof why) == 0 &&
+                (st == 204 || st == 200))
+                sp_warn("agent", "removed container %.12s, left behind by an earlier agent in %s",
+                        json_string_value(id), work_dir);
+            sp_buf_free(&r);
+            free(del);
+        }
+    }
+    json_decref(list);
+    sp_buf_free(&b);
+    free(path);
+    free(esc);
+    free(filter);
+    return 0;
+}
+
 /* ---- the public face -------------------------------------------------------- */
 
 static void pool_free(agent_pool_t *p)
@@ -568,6 +644,7 @@ static void pool_free(agent_pool_t *p)
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
     free(p->server), free(p->token), free(p->name), free(p->labels), free(p->work_dir), free(p->bwrap);
+    free(p->docker_socket);
     free(p);
 }
 
@@ -609,7 +686,16 @@ int agent_pool_start(const agent_opts_t *o, agent_pool_t **out, char *err, size_
         free(abs);
         return rc;
     }
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (o->docker_socket != NULL && *o->docker_socket != 0 &&
+        (rc = docker_check(o->docker_socket, abs, err, errlen)) != 0) {
+        curl_global_cleanup();
+        free(bwrap);
+        free(abs);
+        return rc;
+    }
     agent_pool_t *p = sp_xcalloc(1, sizeof *p);
+    p->docker_socket = o->docker_socket && *o->docker_socket ? sp_xstrdup(o->docker_socket) : NULL;
     p->server = sp_xstrdup(o->server);
     p->token = sp_xstrdup(o->token);
     char host[256] = "agent";
@@ -620,6 +706,8 @@ int agent_pool_start(const agent_opts_t *o, agent_pool_t **out, char *err, size_
     p->work_dir = abs;
     p->bwrap = bwrap;
     p->slots = o->slots > 0 ? o->slots : 1;
+    p->cpus = o->cpus;
+    p->memory_mb = o->memory_mb;
     p->zstd_level = o->zstd_level > 0 ? o->zstd_level : 3;
     p->grace_ms = o->grace_ms == 0 ? 60000 : (o->grace_ms < 0 ? 0 : o->grace_ms);
     p->claim_wait_ms = o->claim_wait_ms > 0 ? o->claim_wait_ms : 30000;
@@ -632,7 +720,6 @@ int agent_pool_start(const agent_opts_t *o, agent_pool_t **out, char *err, size_
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&p->cv, &ca);
     pthread_condattr_destroy(&ca);
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     if ((rc = agent__http_new(&p->ctl, p->server, p->token, err, errlen)) != 0 ||
         (rc = agent__http_new(&p->hb, p->server, p->token, err, errlen)) != 0) {
         pool_free(p);

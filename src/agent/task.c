@@ -68,6 +68,8 @@ static int parse_env(ctx_t *c, json_t *o, const char *field, agent__env_t **out,
             val = sp_xasprintf("%lld", (long long)json_integer_value(v));
         else if (json_is_boolean(v))
             val = sp_xstrdup(json_is_true(v) ? "true" : "false");
+        else if (json_is_real(v))
+            val = sp_xasprintf("%.17g", json_real_value(v)); /* e.g. an image's environment: {PI: 3.14} */
         else {
             for (size_t j = 0; j < i; j++) free(env[j].name), free(env[j].value);
             free(env);
@@ -143,9 +145,103 @@ static void free_step(agent__step_t *s)
     free_env(s->env, s->nenv);
 }
 
+static void free_image(agent__image_t *im)
+{
+    free(im->image);
+    free(im->name);
+    free(im->user);
+    agent__argv_free(im->entrypoint);
+    agent__argv_free(im->command);
+    free_env(im->env, im->nenv);
+    free(im->auth_user);
+    free(im->auth_pass);
+}
+
+/* entrypoint and command: a list of strings, or one string split into
+ * words as a shell would. */
+static int opt_words(ctx_t *c, json_t *o, const char *key, const char *field, char ***out)
+{
+    json_t *v = json_object_get(o, key);
+    if (v == NULL || json_is_null(v)) return 0;
+    if (json_is_string(v)) {
+        *out = agent__split_words(json_string_value(v), 0);
+        return 0;
+    }
+    if (!json_is_array(v)) return bad(c, field, "a string or a list of strings");
+    char **w = sp_xcalloc(json_array_size(v) + 1, sizeof *w);
+    size_t i;
+    json_t *e;
+    json_array_foreach (v, i, e) {
+        if (!json_is_string(e)) {
+            agent__argv_free(w);
+            return bad(c, field, "a string or a list of strings");
+        }
+        w[i] = sp_xstrdup(json_string_value(e));
+    }
+    *out = w;
+    return 0;
+}
+
+static int parse_image(ctx_t *c, json_t *o, agent__image_t *im)
+{
+    int rc;
+    if (!json_is_object(o)) return bad(c, "executor.images[]", "an object");
+    if ((rc = req_str(c, o, "image", "executor.images[].image", &im->image)) != 0) return rc;
+    if ((rc = opt_str(c, o, "name", "executor.images[].name", &im->name)) != 0) return rc;
+    if ((rc = opt_str(c, o, "user", "executor.images[].user", &im->user)) != 0) return rc;
+    if ((rc = opt_words(c, o, "entrypoint", "executor.images[].entrypoint", &im->entrypoint)) != 0) return rc;
+    if ((rc = opt_words(c, o, "command", "executor.images[].command", &im->command)) != 0) return rc;
+    if ((rc = parse_env(c, json_object_get(o, "environment"), "executor.images[].environment", &im->env, &im->nenv)) !=
+        0)
+        return rc;
+    json_t *auth = json_object_get(o, "auth");
+    if (auth != NULL && !json_is_null(auth)) {
+        if (!json_is_object(auth)) return bad(c, "executor.images[].auth", "an object");
+        if ((rc = opt_str(c, auth, "username", "executor.images[].auth.username", &im->auth_user)) != 0) return rc;
+        if ((rc = opt_str(c, auth, "password", "executor.images[].auth.password", &im->auth_pass)) != 0) return rc;
+    }
+    return 0;
+}
+
+/* executor: {type, image, images: [{image, name, entrypoint, command,
+ * user, environment, auth}], resource_class}. images is the config's
+ * docker list; a server that sends only image gets a primary alone. */
+static int parse_executor(ctx_t *c, json_t *o, agent__task_t *t)
+{
+    if (o == NULL || json_is_null(o)) return 0;
+    if (!json_is_object(o)) return bad(c, "executor", "an object");
+    int rc;
+    if ((rc = opt_str(c, o, "type", "executor.type", &t->executor_type)) != 0) return rc;
+    json_t *images = json_object_get(o, "images");
+    if (images != NULL && !json_is_null(images)) {
+        if (!json_is_array(images)) return bad(c, "executor.images", "an array");
+        t->images = sp_xcalloc(json_array_size(images) + 1, sizeof *t->images);
+        size_t i;
+        json_t *im;
+        json_array_foreach (images, i, im) {
+            t->nimages = i + 1;
+            if ((rc = parse_image(c, im, &t->images[i])) != 0) return rc;
+        }
+    }
+    if (t->nimages == 0) {
+        char *image = NULL;
+        if ((rc = opt_str(c, o, "image", "executor.image", &image)) != 0) return rc;
+        if (image != NULL) {
+            free(t->images);
+            t->images = sp_xcalloc(1, sizeof *t->images);
+            t->images[0].image = image;
+            t->nimages = 1;
+        }
+    }
+    return 0;
+}
+
 void agent__task_free(agent__task_t *t)
 {
     if (t == NULL) return;
+    free(t->executor_type);
+    for (size_t i = 0; i < t->nimages; i++) free_image(&t->images[i]);
+    free(t->images);
     free(t->task_id);
     free(t->lease);
     free(t->job_name);
@@ -194,6 +290,7 @@ static int parse(ctx_t *c, json_t *o, agent__task_t *t)
                        &t->job_timeout_ms)) != 0)
         return rc;
     if (t->job_timeout_ms <= 0) t->job_timeout_ms = AGENT__DEFAULT_JOB_LIMIT;
+    if ((rc = parse_executor(c, json_object_get(o, "executor"), t)) != 0) return rc;
     json_t *steps = json_object_get(o, "steps");
     if (!json_is_array(steps)) return bad(c, "steps", "an array");
     t->steps = sp_xcalloc(json_array_size(steps) + 1, sizeof *t->steps);

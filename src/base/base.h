@@ -155,5 +155,9 @@ static inline uint64_t sp_be64_get(const uint8_t *p)
     for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
     return v;
 }
+static inline uint32_t sp_be32_get(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
 
 #endif

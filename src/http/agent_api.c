@@ -60,6 +60,7 @@ int http__agent_register(http_t *h, h2o_req_t *req)
         json_object_set_new(b, "resources", json_false());
     char err[300];
     http__op_t *op = http__op_new(h, req, 201);
+    op->durable_only = true; /* agents read nothing back from the views */
     int rc = engine_agent_register(http__engine(h), b, http__op_engine_done, op, err, sizeof err);
     json_decref(b);
     if (rc != 0) {
@@ -154,6 +155,7 @@ int http__agent_claim(http_t *h, h2o_req_t *req)
     }
     const char *agent = json_string_value(json_object_get(b, "agent_id"));
     http__op_t *op = http__op_new(h, req, 200);
+    op->durable_only = true; /* agents read nothing back from the views */
     claim_wait_t *cw = sp_xcalloc(1, sizeof *cw);
     cw->op = op;
     uv_timer_init(op->w->loop, &cw->timer);
@@ -194,6 +196,7 @@ int http__agent_events(http_t *h, h2o_req_t *req)
     json_t *b = body_object(h, req);
     if (b == NULL) return 0;
     http__op_t *op = http__op_new(h, req, 200);
+    op->durable_only = true; /* agents read nothing back from the views */
     int rc = engine_task_events(http__engine(h), id, json_string_value(json_object_get(b, "lease")),
                                 json_object_get(b, "events"), http__op_engine_done, op, err, sizeof err);
     json_decref(b);
@@ -214,6 +217,7 @@ int http__agent_output(http_t *h, h2o_req_t *req)
         return 0;
     }
     http__op_t *op = http__op_new(h, req, 200);
+    op->durable_only = true; /* agents read nothing back from the views */
     int rc = engine_task_output(http__engine(h), id, lease, (int)step, (int)index, (uint32_t)seq,
                                 (sp_slice_t){(const uint8_t *)req->entity.base, req->entity.len}, http__op_engine_done,
                                 op, err, sizeof err);
@@ -228,6 +232,7 @@ int http__agent_finish(http_t *h, h2o_req_t *req)
     json_t *b = body_object(h, req);
     if (b == NULL) return 0;
     http__op_t *op = http__op_new(h, req, 200);
+    op->durable_only = true; /* agents read nothing back from the views */
     int rc =
         engine_task_finish(http__engine(h), id, json_string_value(json_object_get(b, "lease")),
                            json_string_value(json_object_get(b, "status")),
@@ -250,6 +255,7 @@ int http__agent_heartbeat(http_t *h, h2o_req_t *req)
         return 0;
     }
     http__op_t *op = http__op_new(h, req, 200);
+    op->durable_only = true; /* agents read nothing back from the views */
     int rc = engine_heartbeat(http__engine(h), json_string_value(json_object_get(b, "agent_id")),
                               running ? running : json_array(), http__op_engine_done, op, err, sizeof err);
     json_decref(b);

@@ -585,7 +585,11 @@ static json_t *job_details(h2o_req_t *req, const json_t *project, const json_t *
         const char *name = json_is_string(cx) ? json_string_value(cx) : str_of(cx, "name");
         json_array_append_new(contexts, json_pack("{s:s}", "name", name));
     }
-    json_t *messages = json_array();
+    /* Warnings gathered while it ran (a node retried on another agent),
+     * then the reason it ended, if it failed for one. */
+    json_t *messages = json_is_array(json_object_get(job, "_messages"))
+                           ? json_deep_copy(json_object_get(job, "_messages"))
+                           : json_array();
     const char *msg = str_of(job, "_message");
     if (*msg)
         json_array_append_new(
@@ -892,6 +896,11 @@ int http__api_v11_build(http_t *h, h2o_req_t *req)
     const char *outcome = NULL;
     if (final && strcmp(status, "not_run") != 0) outcome = v11_status(status);
     json_t *messages = json_array();
+    size_t mi;
+    json_t *m;
+    json_array_foreach (json_object_get(job, "_messages"), mi, m)
+        json_array_append_new(messages, json_pack("{s:O, s:O}", "type", json_object_get(m, "type"), "message",
+                                                  json_object_get(m, "message")));
     if (*str_of(job, "_message"))
         json_array_append_new(messages, json_pack("{s:s, s:s}", "type", "error", "message", str_of(job, "_message")));
     json_t *exec = json_object_get(job, "_executor");

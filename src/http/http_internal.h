@@ -132,7 +132,7 @@ void http__reply_error(http_t *h, h2o_req_t *req, int status, const char *fmt, .
 void http__reply_json(http_t *h, h2o_req_t *req, int status, const sp_buf_t *json);
 
 /* A request that changes something, answered once durable and visible
- * in the views (ops.c). */
+ * in the views (ops.c), or once durable when durable_only is set. */
 typedef void (*http__op_reply_cb)(http__op_t *op, h2o_req_t *req);
 struct http__op {
     http__op_t *next; /* in the worker's waiting list */
@@ -145,6 +145,7 @@ struct http__op {
     int http_status;         /* for success */
     http__op_reply_cb reply; /* optional: builds the reply itself */
     void *ctx;               /* freed with the op */
+    bool durable_only;       /* the caller never reads the views (agents) */
 };
 http__op_t *http__op_new(http_t *h, h2o_req_t *req, int http_status);
 void http__op_free(http__op_t *op);

@@ -119,7 +119,7 @@ static void on_loop(void *arg)
         http__op_free(op);
         return;
     }
-    if (op->seq == 0 || op->seq <= atomic_load(&h->applied)) {
+    if (op->seq == 0 || op->durable_only || op->seq <= atomic_load(&h->applied)) {
         finish(op);
         return;
     }

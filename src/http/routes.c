@@ -292,6 +292,8 @@ static int h_metrics(http_t *h, h2o_req_t *req)
         proj_counts_by_type(t, add_type_metric, &b);
         log_kvtxn_abort(t);
     }
+    engine_t *e = http__engine(h);
+    if (e) engine_metrics(e, &b);
     metric_head(&b, "spool_ready", "gauge", "1 when the views have caught up and the server is healthy.");
     sp_buf_printf(&b, "spool_ready %d\n", is_ready(h) ? 1 : 0);
     http__reply(h, req, 200, "text/plain; version=0.0.4; charset=utf-8", b.p, b.n);

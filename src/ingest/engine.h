@@ -183,6 +183,12 @@ int engine_node_drain(engine_t *e, const char *agent, bool drain, const char *ac
  * active, limit}], queued, jobs: [{job_id, ..., waiting: {...}}]} with at
  * most limit jobs, oldest first. */
 int engine_queue_status(engine_t *e, size_t limit, json_t **out);
+/* Appends the queue, fleet and scheduler metrics in Prometheus text format:
+ * spool_run_queue_depth{resource_class}, spool_usage_queue_depth,
+ * spool_tasks_running, spool_agents{status},
+ * spool_run_queue_latency_seconds (histogram),
+ * spool_scheduler_placements_total, spool_scheduler_seconds_total. */
+void engine_metrics(engine_t *e, sp_buf_t *b);
 /* Why a queued job waits: {queue: usage|run, reason, ...}; SP_ENOTFOUND
  * when it is not queued. */
 int engine_job_waiting(engine_t *e, const char *job_id, json_t **out);

@@ -234,20 +234,30 @@ static json_t *waiting_reason(engine_t *e, e_task_t *t)
     for (e_pq_t *q = c->ring; q; q = q->next == c->ring ? NULL : q->next)
         for (e_task_t *x = q->head; x; x = x->qnext)
             if (x->enq < t->enq) ahead++;
-    bool any = false, undrained = false;
+    bool labelled = false, any = false, undrained = false;
     size_t i = 0;
     void *v;
     int64_t now = sp_mono_ns();
     while (sp_map_next(&e->agents, &i, NULL, &v)) {
         e_agent_t *a = v;
-        if (now - a->last_seen_ns > e->o.lease_timeout_ms * 1000000 || !e__agent_could_fit(a, c)) continue;
+        if (now - a->last_seen_ns > e->o.lease_timeout_ms * 1000000 || !e__agent_has_label(a, c->os)) continue;
+        labelled = true;
+        if (!e__agent_could_fit(a, c)) continue;
         any = true;
         undrained |= !a->drain;
     }
-    const char *reason = !any         ? "no connected agent fits this resource class"
-                         : !undrained ? "every agent that fits is draining"
-                         : ahead      ? "waiting behind other jobs of this resource class"
-                                      : "waiting for a free slot on an agent that fits";
+    char why[160];
+    if (!labelled)
+        snprintf(why, sizeof why, "no connected agent is labelled %s", c->os);
+    else if (!any)
+        snprintf(why, sizeof why, "no connected agent is big enough for this resource class (%g CPUs, %lld MB)", c->cpu,
+                 (long long)c->ram_mb);
+    else
+        snprintf(why, sizeof why, "%s",
+                 !undrained ? "every agent that fits is draining"
+                 : ahead    ? "waiting behind other jobs of this resource class"
+                            : "waiting for a free slot on an agent that fits");
+    const char *reason = why;
     json_t *r =
         json_pack("{s:s, s:s, s:s, s:I, s:f, s:I, s:s}", "queue", "run", "reason", reason, "resource_class", c->key,
                   "ahead", (json_int_t)ahead, "cpu", c->cpu, "ram_mb", (json_int_t)c->ram_mb, "os", c->os);
@@ -278,6 +288,12 @@ static json_t *task_row(engine_t *e, e_task_t *t)
 }
 
 /* Every queued task, oldest first. */
+static int by_enq(const void *a, const void *b)
+{
+    uint64_t x = (*(e_task_t *const *)a)->enq, y = (*(e_task_t *const *)b)->enq;
+    return x < y ? -1 : x > y;
+}
+
 static size_t queued_tasks(engine_t *e, e_task_t ***out)
 {
     size_t n = 0, cap = 64;
@@ -296,13 +312,8 @@ static size_t queued_tasks(engine_t *e, e_task_t ***out)
             if (n == cap) v = sp_xrealloc(v, (cap *= 2) * sizeof *v);
             v[n++] = t;
         }
-    /* insertion order is enq order per queue; sort globally */
-    for (size_t a = 1; a < n; a++)
-        for (size_t b2 = a; b2 > 0 && v[b2 - 1]->enq > v[b2]->enq; b2--) {
-            e_task_t *tmp = v[b2];
-            v[b2] = v[b2 - 1];
-            v[b2 - 1] = tmp;
-        }
+    /* each queue is in enqueue order; sort them together */
+    qsort(v, n, sizeof *v, by_enq);
     *out = v;
     return n;
 }

@@ -86,8 +86,21 @@ int engine_agent_register(engine_t *e, const json_t *info, engine_done_cb cb, vo
     pthread_mutex_lock(&e->mu);
     sp_map_set(&e->agents, a->id, a);
     e__emit(&b, LOG_EV_AGENT_REGISTERED, body);
-    b.result = json_pack("{s:s, s:i, s:I}", "agent_id", a->id, "heartbeat_ms", HEARTBEAT_MS, "lease_timeout_ms",
-                         (json_int_t)e->o.lease_timeout_ms);
+    json_t *fits = json_array();
+    size_t i = 0;
+    void *v;
+    while (sp_map_next(&e->classes, &i, NULL, &v))
+        if (e__agent_could_fit(a, v)) json_array_append_new(fits, json_string(((e_class_t *)v)->key));
+    if (json_array_size(fits) == 0)
+        sp_warn("engine",
+                "agent %s (%s) fits no resource class once 2 CPUs and 4096 MB are kept for it: it will get "
+                "no tasks",
+                a->name, a->id);
+    /* Three heartbeats fit in a lease, so one lost packet loses nothing. */
+    int heartbeat = (int)(e->o.lease_timeout_ms / 3 < HEARTBEAT_MS ? e->o.lease_timeout_ms / 3 : HEARTBEAT_MS);
+    if (heartbeat < 100) heartbeat = 100;
+    b.result = json_pack("{s:s, s:i, s:I, s:o}", "agent_id", a->id, "heartbeat_ms", heartbeat, "lease_timeout_ms",
+                         (json_int_t)e->o.lease_timeout_ms, "resource_classes", fits);
     return finish(e, &b);
 }
 
@@ -405,6 +418,7 @@ static void task_lost(engine_t *e, e_batch_t *b, e_task_t *t, const char *msg)
         sp_map_del(&e->tasks, t->task_id);
         t->task_id[0] = 0;
         t->retries++;
+        sp_map_free(&t->out_seq); /* the next attempt numbers its chunks from 0 */
         snprintf(t->excluded, sizeof t->excluded, "%s", agent);
         e__emit(
             b, LOG_EV_JOB_TASK_REQUEUED,
@@ -412,7 +426,8 @@ static void task_lost(engine_t *e, e_batch_t *b, e_task_t *t, const char *msg)
         e__task_enqueue(e, t);
         return;
     }
-    e__task_end(e, b, t, "infrastructure_fail", msg);
+    /* Canceled while its agent was gone: nobody needs it any more. */
+    e__task_end(e, b, t, t->job->cancel ? "canceled" : "infrastructure_fail", msg);
 }
 
 void engine_tick(engine_t *e)
@@ -427,8 +442,8 @@ void engine_tick(engine_t *e)
     while (sp_map_next(&e->tasks, &i, NULL, &v))
         if (((e_task_t *)v)->deadline_ns < now) expired[n++] = v;
     char msg[160];
-    snprintf(msg, sizeof msg, "the agent running this job stopped reporting for %lld s",
-             (long long)(e->o.lease_timeout_ms / 1000));
+    snprintf(msg, sizeof msg, "the agent running this job stopped reporting for %g s",
+             (double)e->o.lease_timeout_ms / 1000);
     for (size_t k = 0; k < n; k++) task_lost(e, &b, expired[k], msg);
     free(expired);
     e__dispatch(e, &b);
@@ -490,4 +505,63 @@ int engine_node_drain(engine_t *e, const char *agent_id, bool drain, const char 
     if (!drain) e__dispatch(e, &b);
     b.result = json_pack("{s:s, s:s, s:b}", "id", a->id, "name", a->name, "drain", drain);
     return finish(e, &b);
+}
+
+/* ---- /metrics ---- */
+
+static void metric_head(sp_buf_t *b, const char *name, const char *type, const char *help)
+{
+    sp_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+void engine_metrics(engine_t *e, sp_buf_t *b)
+{
+    pthread_mutex_lock(&e->mu);
+    metric_head(b, "spool_run_queue_depth", "gauge", "Tasks waiting in the run queue, by resource class.");
+    size_t i = 0;
+    void *v;
+    while (sp_map_next(&e->classes, &i, NULL, &v)) {
+        e_class_t *c = v;
+        sp_buf_printf(b, "spool_run_queue_depth{resource_class=\"%s\"} %zu\n", c->key, c->depth);
+    }
+    size_t usage = 0;
+    int64_t running = 0;
+    i = 0;
+    while (sp_map_next(&e->projects, &i, NULL, &v)) {
+        usage += ((e_proj_t *)v)->usage_depth;
+        running += ((e_proj_t *)v)->active;
+    }
+    metric_head(b, "spool_usage_queue_depth", "gauge", "Tasks held back by their project's concurrency limit.");
+    sp_buf_printf(b, "spool_usage_queue_depth %zu\n", usage);
+    metric_head(b, "spool_tasks_running", "gauge", "Tasks running on agents.");
+    sp_buf_printf(b, "spool_tasks_running %lld\n", (long long)running);
+    size_t counts[4] = {0}; /* initializing, ready, down, draining */
+    int64_t now = sp_mono_ns();
+    i = 0;
+    while (sp_map_next(&e->agents, &i, NULL, &v)) {
+        e_agent_t *a = v;
+        const char *st = agent_status(e, a, now);
+        counts[strcmp(st, "down") == 0 ? 2 : a->drain ? 3 : strcmp(st, "ready") == 0 ? 1 : 0]++;
+    }
+    static const char *names[] = {"initializing", "ready", "down", "draining"};
+    metric_head(b, "spool_agents", "gauge", "Registered agents by status (draining: up, taking no new tasks).");
+    for (int k = 0; k < 4; k++) sp_buf_printf(b, "spool_agents{status=\"%s\"} %zu\n", names[k], counts[k]);
+    metric_head(b, "spool_run_queue_latency_seconds", "histogram",
+                "From queued to started (given to an agent), per task.");
+    uint64_t cum = 0;
+    for (int k = 0; k < E_LATENCY_BUCKETS; k++) {
+        cum += e->queue_latency_buckets[k];
+        sp_buf_printf(b, "spool_run_queue_latency_seconds_bucket{le=\"%g\"} %llu\n", e__latency_bounds_s[k],
+                      (unsigned long long)cum);
+    }
+    cum += e->queue_latency_buckets[E_LATENCY_BUCKETS];
+    sp_buf_printf(b, "spool_run_queue_latency_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+    sp_buf_printf(b, "spool_run_queue_latency_seconds_sum %.9f\n", e->queue_latency_sum_s);
+    sp_buf_printf(b, "spool_run_queue_latency_seconds_count %llu\n", (unsigned long long)cum);
+    metric_head(b, "spool_scheduler_placements_total", "counter", "Tasks given to agents since start.");
+    sp_buf_printf(b, "spool_scheduler_placements_total %llu\n", (unsigned long long)e->placements);
+    metric_head(b, "spool_scheduler_seconds_total", "counter",
+                "Time the scheduler spent choosing and handing out tasks (not the log append).");
+    sp_buf_printf(b, "spool_scheduler_seconds_total %.9f\n", (double)e->sched_ns / 1e9);
+    pthread_mutex_unlock(&e->mu);
 }

@@ -9,6 +9,9 @@
 
 #define E_ID 37 /* a UUID and its NUL */
 
+#define E_LATENCY_BUCKETS 12
+extern const double e__latency_bounds_s[E_LATENCY_BUCKETS];
+
 typedef struct e_pipe e_pipe_t;
 typedef struct e_wf e_wf_t;
 typedef struct e_job e_job_t;
@@ -148,9 +151,13 @@ struct engine {
     size_t delivery_next;
     uint64_t enq_next;
     engine_claim_t *claims_head, *claims_tail;
-    /* statistics for /metrics and the run-queue latency metric */
+    /* statistics for /metrics: run-queue latency (queued to started) as a
+     * histogram, and the scheduler's own time spent placing tasks */
     double queue_latency_sum_s;
     uint64_t queue_latency_n;
+    uint64_t queue_latency_buckets[E_LATENCY_BUCKETS + 1];
+    uint64_t placements;
+    int64_t sched_ns;
     bool failed; /* an append failed: state may be ahead of the log */
 };
 
@@ -214,6 +221,7 @@ void e__wf_progress(engine_t *e, e_batch_t *b, e_wf_t *wf);
 void e__promote(engine_t *e, e_proj_t *p);
 /* Moves a task from the usage queue to the run queue despite the limit. */
 bool e__task_force_run(engine_t *e, e_task_t *t);
+bool e__agent_has_label(const e_agent_t *a, const char *label);
 bool e__agent_could_fit(const e_agent_t *a, const e_class_t *c);
 /* A pipeline in memory, loaded from the views if needed. */
 e_pipe_t *e__pipe_load(engine_t *e, const char *id);

@@ -11,7 +11,7 @@
  *   pipelines.by_delivery GitHub delivery id                          -> pipeline id
  *   pipelines.counters    slug -> {pipeline, job}: the last numbers given
  *   pipelines.workflow    id
- *   pipelines.wf_of       pipeline id, index(4)                       -> workflow id
+ *   pipelines.wf_of       pipeline id, ordinal(4): creation order     -> workflow id
  *   pipelines.active      workflow id -> "" while the workflow runs
  *   pipelines.pending     pipeline id -> "" until its config is fetched (or fails)
  *   pipelines.job         id
@@ -284,8 +284,15 @@ static int workflow_created(ctx_t *c)
     }
     if (rc == 0) rc = proj__doc_put(c->t, c->workflow, SP_SLICE_STR(id), wf);
     if (rc == 0) {
+        /* Reruns share their original's index in the config, so the key is
+         * the pipeline's own count of workflows. */
+        uint32_t ord = (uint32_t)json_integer_value(json_object_get(p, "_workflows"));
+        json_object_set_new(p, "_workflows", json_integer(ord + 1));
+        rc = proj__doc_put(c->t, c->pipeline, SP_SLICE_STR(pid), p);
+    }
+    if (rc == 0) {
         sp_buf_t k = {0};
-        uint32_t idx = (uint32_t)json_integer_value(json_object_get(b, "index"));
+        uint32_t idx = (uint32_t)json_integer_value(json_object_get(p, "_workflows")) - 1;
         key_id_u32s(&k, pid, &idx, 1);
         rc = put_id(c, c->wf_of, sp_buf_slice(&k), id);
         sp_buf_free(&k);
@@ -310,18 +317,24 @@ static int workflow_finished(ctx_t *c)
     return rc ? rc : log_kvtxn_del(c->t, c->active, SP_SLICE_STR(id));
 }
 
-/* Loads a job, applies fn, stores it and refreshes its workflow. */
+/* Loads a job, applies fn, stores it and, when the job's status changed,
+ * refreshes its workflow (which reads every job of the workflow: most
+ * events, such as one node of a parallel job finishing, change nothing
+ * there). */
 static int job_update(ctx_t *c, void (*fn)(ctx_t *c, json_t *job))
 {
     const char *id = proj__str(c->b, "id");
     json_t *job;
     if (proj__doc_get(c->t, c->job, SP_SLICE_STR(id), &job) != 0) return 0;
+    char before[32];
+    snprintf(before, sizeof before, "%s", proj__str(job, "status"));
     fn(c, job);
     int rc = proj__doc_put(c->t, c->job, SP_SLICE_STR(id), job);
     char wf[ID_MAX];
     snprintf(wf, sizeof wf, "%s", proj__str(job, "workflow_id"));
+    bool changed = strcmp(before, proj__str(job, "status")) != 0;
     json_decref(job);
-    return rc ? rc : refresh_workflow(c, wf);
+    return rc || !changed ? rc : refresh_workflow(c, wf);
 }
 
 /* parallel_runs[index], created on demand (one entry per node). */
@@ -406,8 +419,8 @@ static void task_requeued(ctx_t *c, json_t *job)
     json_object_del(slot, "lease_hash");
     json_object_set_new(slot, "retries", json_integer(json_integer_value(json_object_get(slot, "retries")) + 1));
     json_object_set_new(slot, "excluded", opt_str(c->b, "agent_id"));
-    json_t *msgs = json_object_get(job, "messages");
-    if (!json_is_array(msgs)) json_object_set_new(job, "messages", msgs = json_array());
+    json_t *msgs = json_object_get(job, "_messages");
+    if (!json_is_array(msgs)) json_object_set_new(job, "_messages", msgs = json_array());
     json_array_append_new(msgs, json_pack("{s:s, s:s, s:s}", "type", "warning", "message", proj__str(c->b, "reason"),
                                           "reason", "retried on another agent"));
 }
@@ -574,6 +587,42 @@ static int output(log_kvtxn_t *t, const log_event_t *ev)
     return rc;
 }
 
+/* A requeued node runs again from the start: the steps and the output
+ * index of the lost attempt go (its chunks stay in the log), so the new
+ * attempt's steps and chunks (numbered from 0 again) are the ones shown. */
+static int drop_attempt(ctx_t *c)
+{
+    const char *jid = proj__str(c->b, "id");
+    uint32_t index = (uint32_t)json_integer_value(json_object_get(c->b, "index"));
+    unsigned tables[2] = {c->step, c->output};
+    int rc = 0;
+    for (int i = 0; i < 2 && rc == 0; i++) {
+        sp_buf_t dead = {0}; /* keys to delete, each prefixed by its length */
+        log_kvcur_t *cur;
+        if ((rc = log_kvcur_open(c->t, tables[i], &cur)) != 0) break;
+        size_t idlen = strlen(jid);
+        sp_slice_t k, v;
+        int r;
+        for (r = log_kvcur_seek(cur, SP_SLICE_STR(jid), &k, &v); r == 0; r = log_kvcur_next(cur, &k, &v)) {
+            if (k.n < idlen + 8 || memcmp(k.p, jid, idlen) != 0) break;
+            if (sp_be32_get(k.p + idlen + 4) != index) continue;
+            uint32_t n = (uint32_t)k.n;
+            sp_buf_add(&dead, &n, sizeof n);
+            sp_buf_add(&dead, k.p, k.n);
+        }
+        log_kvcur_close(cur);
+        if (r != 0 && r != SP_ENOTFOUND) rc = r;
+        for (size_t off = 0; rc == 0 && off < dead.n;) {
+            uint32_t n;
+            memcpy(&n, dead.p + off, sizeof n);
+            rc = log_kvtxn_del(c->t, tables[i], (sp_slice_t){dead.p + off + sizeof n, n});
+            off += sizeof n + n;
+        }
+        sp_buf_free(&dead);
+    }
+    return rc;
+}
+
 static bool handled(int type)
 {
     switch (type) {
@@ -618,7 +667,10 @@ static int apply_pipelines(void *state, log_kvtxn_t *t, const log_event_t *ev)
             break;
         case LOG_EV_JOB_NOT_RUN: rc = job_update(&c, job_not_run); break;
         case LOG_EV_JOB_TASK_FINISHED: rc = job_update(&c, task_finished); break;
-        case LOG_EV_JOB_TASK_REQUEUED: rc = job_update(&c, task_requeued); break;
+        case LOG_EV_JOB_TASK_REQUEUED:
+            rc = job_update(&c, task_requeued);
+            if (rc == 0) rc = drop_attempt(&c);
+            break;
         case LOG_EV_JOB_CANCEL_REQUESTED: rc = job_update(&c, cancel_requested); break;
         case LOG_EV_JOB_STEP_STARTED: rc = step_started(&c); break;
         case LOG_EV_JOB_STEP_FINISHED: rc = step_finished(&c); break;
@@ -629,4 +681,4 @@ static int apply_pipelines(void *state, log_kvtxn_t *t, const log_event_t *ev)
     return rc;
 }
 
-const proj_ops_t proj_pipelines_ops = {.name = "pipelines", .version = 2, .apply = apply_pipelines, .tables = names};
+const proj_ops_t proj_pipelines_ops = {.name = "pipelines", .version = 3, .apply = apply_pipelines, .tables = names};

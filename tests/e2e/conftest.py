@@ -67,10 +67,12 @@ class Server:
     """A running `spool serve`. slots: local agent slots (0 keeps the log to
     what the test itself appends: agents log their registration)."""
 
-    def __init__(self, data, slots=0, extra_args=()):
+    def __init__(self, data, slots=0, extra_args=(), host="127.0.0.1", wrap=()):
         self.data = str(data)
         self.slots = slots
         self.extra_args = list(extra_args)
+        self.host = host  # where it listens; another host's address when wrap enters a network namespace
+        self.wrap = list(wrap)  # e.g. ["ip", "netns", "exec", NAME]
         self.port = free_port()
         self.proc = None
         self.stderr_path = os.path.join(self.data + ".stderr")
@@ -82,7 +84,8 @@ class Server:
     def start(self, wait_ready=True):
         self.stderr = open(self.stderr_path, "ab")
         self.proc = subprocess.Popen(
-            [SPOOL, "serve", "--data", self.data, "--listen", f"127.0.0.1:{self.port}", "--slots", str(self.slots),
+            [*self.wrap, SPOOL, "serve", "--data", self.data, "--listen", f"{self.host}:{self.port}", "--slots",
+             str(self.slots),
              *self.extra_args],
             stdout=subprocess.DEVNULL, stderr=self.stderr, env=ENV)
         wait_for(lambda: self._answers() or self.proc.poll() is not None, what="server to listen")
@@ -94,7 +97,7 @@ class Server:
 
     def _answers(self):
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+            with socket.create_connection((self.host, self.port), timeout=0.2):
                 return True
         except OSError:
             return False
@@ -104,7 +107,8 @@ class Server:
             return f.read().decode(errors="replace")
 
     def request(self, method, path, body=None, admin=False, headers=None):
-        conn = UnixHTTPConnection(self.sock_path) if admin else http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        conn = UnixHTTPConnection(self.sock_path) if admin else http.client.HTTPConnection(self.host, self.port,
+                                                                                          timeout=30)
         try:
             data = json.dumps(body) if isinstance(body, (dict, list)) else body
             conn.request(method, path, body=data, headers=headers or {})
@@ -326,3 +330,16 @@ def make_server(tmp_path):
     for s in made:
         if s.proc is not None:
             s.kill()
+
+
+@pytest.fixture
+def browser():
+    """Debian's Chromium, headless, driven by Playwright."""
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path="/usr/bin/chromium",
+                              args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            yield b
+        finally:
+            b.close()

@@ -453,18 +453,6 @@ def test_ui_assets_are_current_and_served_safely(server, tmp_path):
     assert s == 302 and h["location"] == "/ui/gh/acme/app/jobs/7"
 
 
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path="/usr/bin/chromium",
-                              args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        try:
-            yield b
-        finally:
-            b.close()
-
-
 def test_ui_pipelines_and_live_job_page(agents_server, tmp_path, gate_dir, browser):
     server = agents_server
     gate = os.path.join(gate_dir, "go")

@@ -47,9 +47,9 @@ workflows:
 class CI:
     """A server with local agents, a project, a token and a hooked repo."""
 
-    def __init__(self, tmp_path, slots=2, extra_args=()):
+    def __init__(self, tmp_path, slots=2, extra_args=(), **server_kw):
         self.repo = Repo(tmp_path / "git")
-        self.server = Server(tmp_path / "data", slots=slots, extra_args=extra_args)
+        self.server = Server(tmp_path / "data", slots=slots, extra_args=extra_args, **server_kw)
 
     def start(self):
         self.server.start()
@@ -59,7 +59,7 @@ class CI:
         s, body, _ = self.server.request("POST", "/api/v2/project", {"slug": "gh/acme/app", "vcs_url": self.repo.url,
                                                                       "webhook_secret": SECRET}, admin=True)
         assert s == 201, body
-        self.repo.hook(f"http://127.0.0.1:{self.server.port}", SECRET)
+        self.repo.hook(f"http://{self.server.host}:{self.server.port}", SECRET)
         return self
 
     def api(self, path, method="GET", body=None, token=True):

@@ -69,3 +69,7 @@ def test_prometheus_scrapes_metrics(server, prometheus):
     assert hist and int(hist[0]["value"][1]) >= 1
     ok = query(port, 'spool_http_requests_total{code="201"}')
     assert ok and ok[0]["value"][1] == "7"
+    depth = query(port, 'spool_run_queue_depth{resource_class="docker:small"}')
+    assert depth and depth[0]["value"][1] == "0"
+    lat = query(port, "spool_run_queue_latency_seconds_count")
+    assert lat and lat[0]["value"][1] == "0"

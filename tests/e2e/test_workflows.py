@@ -95,12 +95,13 @@ def test_rerun_from_failed_runs_only_what_failed(ci):
     assert wfs[0]["status"] == "failed" and first["test"]["status"] == "failed"
     open(flag, "w").close()
     try:
+        first_wf = wfs[0]["id"]
         s, body = ci.api(f"/api/v2/workflow/{wfs[0]['id']}/rerun", "POST", {"from_failed": True})
         assert s == 202, body
         new_id = body["workflow_id"]
         assert new_id != wfs[0]["id"]
         p, wfs = ci.wait_pipeline(1)
-        assert [w["id"] for w in wfs][-1] == new_id and wfs[-1]["status"] == "success"
+        assert [w["id"] for w in wfs] == [first_wf, new_id] and wfs[-1]["status"] == "success"
         second = ci.jobs(new_id)
         assert second["test"]["status"] == "success" and second["build"]["status"] == "success"
         assert second["test"]["job_number"] > first["test"]["job_number"]
@@ -208,3 +209,33 @@ def test_drain_holds_work_and_nodes_show_allocations(ci):
     wait_job(ci, 1, "x", ("success",))
     p = run_spool("queue", "cancel", "--oldest", "5", data=ci.server.data)
     assert p.returncode == 0 and "canceled 0 jobs" in p.stdout
+
+
+def test_ui_approves_cancels_and_reruns(ci, browser):
+    ci.start()
+    gate = tempfile.mktemp(dir="/var/tmp", prefix="spool-uigate-")
+    jobs = job("build", "echo built") + job("deploy", f"while [ ! -e {gate} ]; do sleep 0.05; done")
+    wf = "      - build\n      - hold: {type: approval, requires: [build]}\n      - deploy: {requires: [hold]}\n"
+    ci.repo.commit("approval", {".circleci/config.yml": config(jobs, wf)})
+    ci.repo.push("main")
+    wait_job(ci, 1, "hold", ("on_hold",))
+    base = f"http://127.0.0.1:{ci.server.port}"
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(base + "/")
+    page.evaluate(f"localStorage.setItem('spool.token', {json.dumps(ci.token)})")
+    page.goto(base + "/ui/gh/acme/app")
+    page.click("[data-testid=approve]", timeout=30000)
+    w, deploy = wait_job(ci, 1, "deploy", ("running",))
+    assert ci.jobs(w["id"])["hold"]["approved_by"].startswith("user:")
+    # the page redraws with the workflow running: cancel it from there
+    page.click("[data-testid=cancel-workflow]", timeout=30000)
+    wait_job(ci, 1, "deploy", ("canceled",))
+    # once it has ended, the workflow can be run again from the start
+    page.click("[data-testid=rerun]", timeout=30000)
+    refused = lambda: page.locator("[data-testid=action-error]").all_inner_texts()  # noqa: E731
+    wait_for(lambda: refused() or len(ci.api(f"/api/v2/pipeline/{w['pipeline_id']}/workflow")[1]["items"]) == 2,
+             what="a second workflow")
+    assert not refused(), refused()
+    assert not errors, errors
