@@ -113,13 +113,10 @@ int http__job_cancel_by_id(http_t *h, h2o_req_t *req)
 /* POST /api/v2/project/:vcs/:org/:repo/job/:number/cancel */
 int http__job_cancel(http_t *h, h2o_req_t *req)
 {
-    char slug[300], num[32], norm[300], id[PROJ_ID_MAX];
-    h2o_iovec_t vcs = http__param(req, 0), org = http__param(req, 1), repo = http__param(req, 2);
-    snprintf(slug, sizeof slug, "%.*s/%.*s/%.*s", (int)vcs.len, vcs.base, (int)org.len, org.base, (int)repo.len,
-             repo.base);
+    char num[32], norm[300], id[PROJ_ID_MAX];
     uint64_t n;
     if (!param(h, req, 3, num, sizeof num)) return 0;
-    if (sp_parse_u64(num, &n) != 0 || engine_slug_normalize(slug, norm, sizeof norm) != 0) {
+    if (sp_parse_u64(num, &n) != 0 || !http__route_slug(req, norm, sizeof norm)) {
         http__reply_error(h, req, 400, "expected /project/gh/ORG/REPO/job/NUMBER/cancel");
         return 0;
     }
@@ -150,9 +147,12 @@ int http__project_settings(http_t *h, h2o_req_t *req)
         json_object_set(settings, "autocancel_builds", json_object_get(adv, "autocancel_builds"));
     if (json_is_object(own)) json_object_update(settings, own);
     char slug[300], err[300];
-    h2o_iovec_t vcs = http__param(req, 0), org = http__param(req, 1), repo = http__param(req, 2);
-    snprintf(slug, sizeof slug, "%.*s/%.*s/%.*s", (int)vcs.len, vcs.base, (int)org.len, org.base, (int)repo.len,
-             repo.base);
+    if (!http__route_slug(req, slug, sizeof slug)) {
+        json_decref(settings);
+        json_decref(b);
+        http__reply_error(h, req, 400, "expected /project/gh/ORG/REPO/settings");
+        return 0;
+    }
     http__op_t *op = http__op_new(h, req, 200);
     int rc =
         engine_project_settings(e, slug, settings, http__info(req)->actor, http__op_engine_done, op, err, sizeof err);

@@ -89,9 +89,7 @@ static bool param_num(h2o_req_t *req, int i, uint64_t *out)
     return http__param_str(req, i, buf, sizeof buf) && sp_parse_u64(buf, out) == 0 && *out > 0 && *out < (1ull << 53);
 }
 
-/* The normalized project slug ("gh/ORG/REPO") of the route's first three
- * parameters (vcs "gh" or "github"). */
-static bool route_slug(h2o_req_t *req, char *slug, size_t n)
+bool http__route_slug(h2o_req_t *req, char *slug, size_t n)
 {
     h2o_iovec_t vcs = http__param(req, 0), org = http__param(req, 1), repo = http__param(req, 2);
     char raw[400];
@@ -223,7 +221,7 @@ static json_t *paged(json_t *items, bool more, char kind, uint64_t next)
  * 404 and returns false. */
 static bool route_project(http_t *h, h2o_req_t *req, log_kvtxn_t *t, char *slug, size_t n, json_t **doc)
 {
-    if (route_slug(req, slug, n) && proj_project_get(t, slug, doc) == 0) return true;
+    if (http__route_slug(req, slug, n) && proj_project_get(t, slug, doc) == 0) return true;
     h2o_iovec_t vcs = http__param(req, 0), org = http__param(req, 1), repo = http__param(req, 2);
     http__reply_error(h, req, 404, "project not found: %.*s/%.*s/%.*s", (int)vcs.len, vcs.base, (int)org.len, org.base,
                       (int)repo.len, repo.base);

@@ -90,20 +90,12 @@ int http__project_add(http_t *h, h2o_req_t *req)
     return 0;
 }
 
-/* The project slug from the route's first three parameters. */
-static bool route_slug(h2o_req_t *req, char *slug, size_t n)
-{
-    h2o_iovec_t vcs = http__param(req, 0), org = http__param(req, 1), repo = http__param(req, 2);
-    return (size_t)snprintf(slug, n, "%.*s/%.*s/%.*s", (int)vcs.len, vcs.base, (int)org.len, org.base, (int)repo.len,
-                            repo.base) < n;
-}
-
 static int project_action(http_t *h, h2o_req_t *req, const char *what)
 {
     if (!engine_ready(h, req)) return 0;
     char slug[300], err[300];
-    if (!route_slug(req, slug, sizeof slug)) {
-        http__reply_error(h, req, 400, "project slug too long");
+    if (!http__route_slug(req, slug, sizeof slug)) {
+        http__reply_error(h, req, 400, "expected /project/gh/ORG/REPO/...");
         return 0;
     }
     http__op_t *op = http__op_new(h, req, 200);
@@ -136,8 +128,8 @@ int http__pipeline_trigger(http_t *h, h2o_req_t *req)
 {
     if (!engine_ready(h, req)) return 0;
     char slug[300], err[300];
-    if (!route_slug(req, slug, sizeof slug)) {
-        http__reply_error(h, req, 400, "project slug too long");
+    if (!http__route_slug(req, slug, sizeof slug)) {
+        http__reply_error(h, req, 400, "expected /project/gh/ORG/REPO/...");
         return 0;
     }
     json_t *b = body_object(h, req);

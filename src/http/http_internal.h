@@ -152,6 +152,9 @@ void http__op_free(http__op_t *op);
 /* engine_done_cb for an op (any thread). */
 void http__op_engine_done(void *arg, int status, uint64_t seq, const json_t *result);
 int http__status_for(int rc);
+/* The normalized project slug ("gh/ORG/REPO") of the route's first three
+ * parameters (vcs "gh" or "github"); false when malformed. */
+bool http__route_slug(h2o_req_t *req, char *slug, size_t n);
 
 /* Handlers (one per route; see routes.c) */
 int http__append(http_t *h, h2o_req_t *req);

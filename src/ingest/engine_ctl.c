@@ -140,8 +140,9 @@ int engine_rerun(engine_t *e, const char *wf_id, bool from_failed, const json_t 
         json_decref(old);
         return fail(e, SP_ENOTFOUND, err, errlen, "the pipeline of workflow %s has no config", wf_id);
     }
-    /* Which jobs run again: all; the failed ones and what depends on them;
-     * or the ones named (and what depends on them). */
+    /* Which jobs run again: all; with from_failed, every job that did not
+     * succeed (the failed ones and their dependents, which were not run);
+     * with job ids, only those jobs. */
     json_t *keep = json_object(); /* job name -> true: succeeded before and is not rerun */
     size_t i;
     json_t *job;

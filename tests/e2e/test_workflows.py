@@ -148,7 +148,7 @@ def test_unknown_resource_class_fails_the_job_clearly(ci):
 
 def test_concurrency_limit_queues_in_the_usage_queue(ci):
     ci.start()
-    s, body, _ = ci.server.request("PATCH", "/api/v2/project/gh/acme/app/settings", {"spool": {"concurrency": 1}},
+    s, body, _ = ci.server.request("PATCH", "/api/v2/project/github/acme/app/settings", {"spool": {"concurrency": 1}},
                                 admin=True)
     assert s == 200 and json.loads(body)["concurrency"] == 1
     gate = tempfile.mktemp(dir="/var/tmp", prefix="spool-gate-")

@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """Fleet benchmarks of issue 5, against the real release binary.
 
-  tools/bench/fleet.py [--jobs 1000] [--agents 100] [--tasks 10000] [--no-sandbox]
+  tools/bench/fleet.py [--jobs 1000] [--single 200] [--agents 100] [--tasks 10000]
+                       [--no-sandbox] [--only throughput|latency|scheduler]
 
 1. Throughput: 1,000 jobs whose only step is `true` (10 pipelines of 100
    jobs, triggered together) across 2 `spool agent` processes with 2 slots
    each (4 at once): jobs finished per second, and the queue latency
-   (job.queued to job.started in the log) p50/p99 over every job and over
-   the jobs that were queued while a slot was free.
+   (job.queued to job.started in the log), which here is mostly the wait
+   for a slot.
+1b. Queue latency while a slot is free: 200 one-job pipelines triggered
+   one after the other on the same 2 agents: job.queued to job.started
+   p50/p99, which is the scheduler, the log append and the claim reply.
 2. The scheduler alone: 10,000 tasks queued (100 jobs with parallelism
    100), then 100 simulated agents over the real agent protocol (HTTP,
    keep-alive) claim and finish tasks as fast as they can. The server's own
@@ -70,11 +74,9 @@ def user_token(server):
     return json.loads(b)["token"]
 
 
-def throughput(args, tmp):
-    per_pipeline = 100
-    pipelines = args.jobs // per_pipeline
-    repo, server = setup(tmp, 0, many_jobs_config(per_pipeline))
-    repo.push("main")  # pipeline 1 warms up the agents; the timed pipelines come after it
+def start_agents(args, tmp, server):
+    """Two `spool agent`s with 2 slots each, sized so that two small jobs
+    fit on each (the server keeps 2 of the 6 CPUs advertised)."""
     token = agent_token(server)
     procs = []
     for i in range(2):
@@ -85,6 +87,57 @@ def throughput(args, tmp):
             cmd.append("--no-sandbox")
         procs.append(subprocess.Popen(cmd, env=dict(os.environ, SPOOL_AGENT_TOKEN=token),
                                       stdout=subprocess.DEVNULL, stderr=open(work + ".log", "wb")))
+    return procs
+
+
+def queue_latency(args, tmp):
+    """One job at a time, so a slot is always free when it is queued."""
+    repo, server = setup(tmp, 0, many_jobs_config(1))
+    procs = start_agents(args, tmp, server)
+    token = user_token(server)
+    repo.push("main")  # pipeline 1 (from the webhook) warms the agents up
+
+    def finished(n):
+        return lambda: server.status()["events_by_type"].get("job.finished", 0) >= n
+
+    try:
+        wait_for(finished(1), timeout=60, what="the warm-up job")
+        for i in range(args.single):
+            trigger(server, token, 1)
+            wait_for(finished(i + 2), timeout=60, what=f"job {i + 2}")
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=60)
+    evs = events(server.data)[1:]
+    server.stop()
+    queued = {e["body"]["id"]: e["time_ns"] for e in evs if e["type"] == "job.queued"}
+    first = min(queued, key=queued.get)  # the warm-up job
+    del queued[first]
+    lat = [(e["time_ns"] - queued[e["body"]["id"]]) / 1e6 for e in evs
+           if e["type"] == "job.started" and e["body"]["id"] in queued]
+    first_step = {}
+    for e in evs:
+        if e["type"] == "job.step_started" and e["body"]["id"] in queued:
+            first_step.setdefault(e["body"]["id"], e["time_ns"])
+    agent = [(t - queued[j]) / 1e6 for j, t in first_step.items()]
+    # The scheduler places a job in the same decision that queues it when an
+    # agent is waiting, so both events carry one timestamp; the second
+    # figure adds the durable append, the claim reply and the agent's start.
+    print(f"\n1b. {len(lat)} jobs triggered one at a time (a slot always free): queued->started"
+          f" p50 {percentile(lat, 50):.2f} ms, p99 {percentile(lat, 99):.2f} ms, max {max(lat):.2f} ms")
+    print(f"    queued->the agent's first step event logged: p50 {percentile(agent, 50):.2f} ms,"
+          f" p99 {percentile(agent, 99):.2f} ms")
+    verdict("queued->started p50 while a slot is free", f"{percentile(lat, 50):.2f}", "<= 10 ms",
+            percentile(lat, 50) <= 10, " ms")
+
+
+def throughput(args, tmp):
+    per_pipeline = 100
+    pipelines = args.jobs // per_pipeline
+    repo, server = setup(tmp, 0, many_jobs_config(per_pipeline))
+    repo.push("main")  # pipeline 1 warms up the agents; the timed pipelines come after it
+    procs = start_agents(args, tmp, server)
     try:
         # the push's pipeline (1) runs first; the timed run is the next ones
         wait_for(lambda: server.status()["events_by_type"].get("job.finished", 0) >= per_pipeline, timeout=600,
@@ -101,7 +154,6 @@ def throughput(args, tmp):
     evs = [e for e in events(server.data) if e["seq"] > first_seq]
     server.stop()
     queued, started, finished = {}, {}, {}
-    timeline = []
     for e in evs:
         t, b = e["time_ns"], e["body"]
         if e["type"] == "job.queued":
@@ -110,35 +162,13 @@ def throughput(args, tmp):
             started[b["id"]] = t
         elif e["type"] == "job.finished" and b["id"] in queued:
             finished[b["id"]] = (t, b["status"])
-    for e in evs:  # how many ran at each moment, to find the jobs queued while a slot was free
-        if e["type"] == "job.started":
-            timeline.append((e["time_ns"], +1))
-        elif e["type"] == "job.finished" and e["body"]["id"] in started:
-            timeline.append((e["time_ns"], -1))
-    timeline.sort()
-
-    def running_at(t):
-        n = 0
-        for when, d in timeline:
-            if when > t:
-                break
-            n += d
-        return n
-
     ok = sum(1 for _, st in finished.values() if st == "success")
     span = (max(t for t, _ in finished.values()) - min(queued.values())) / 1e9
     lat = [(started[j] - queued[j]) / 1e6 for j in started if j in queued]
-    free = [(started[j] - queued[j]) / 1e6 for j in started if j in queued and running_at(queued[j]) < 4]
     print(f"\n1. {len(finished)} jobs ({ok} success) across 2 agents x 2 slots"
           f"{' (no sandbox)' if args.no_sandbox else ' (bubblewrap sandbox)'} in {span:.2f} s")
-    print(f"   queued->started, all jobs: p50 {percentile(lat, 50):.1f} ms, p99 {percentile(lat, 99):.1f} ms")
-    if free:
-        print(f"   queued->started, {len(free)} jobs queued while a slot was free: p50 {percentile(free, 50):.2f} ms,"
-              f" p99 {percentile(free, 99):.2f} ms, mean {statistics.mean(free):.2f} ms")
+    print(f"   queued->started (mostly waiting for a slot): p50 {percentile(lat, 50):.1f} ms, p99 {percentile(lat, 99):.1f} ms")
     verdict("jobs per second", f"{len(finished) / span:.1f}", ">= 80", len(finished) / span >= 80)
-    if free:
-        verdict("queued->started p50 while a slot is free", f"{percentile(free, 50):.2f}", "<= 10 ms",
-                percentile(free, 50) <= 10, " ms")
 
 
 class SimAgent:
@@ -221,12 +251,13 @@ def main():
     ap.add_argument("--jobs", type=int, default=1000)
     ap.add_argument("--agents", type=int, default=100)
     ap.add_argument("--tasks", type=int, default=10000)
+    ap.add_argument("--single", type=int, default=200, help="jobs run one at a time for the queue latency")
     ap.add_argument("--no-sandbox", action="store_true", help="run the 1,000 jobs without bubblewrap")
-    ap.add_argument("--only", choices=["throughput", "scheduler"])
+    ap.add_argument("--only", choices=["throughput", "latency", "scheduler"])
     args = ap.parse_args()
     if not os.path.exists(SPOOL):
         sys.exit(f"{SPOOL} is missing: build with `python3 -m ziglang build -Doptimize=ReleaseFast`")
-    for name, fn in (("throughput", throughput), ("scheduler", scheduler)):
+    for name, fn in (("throughput", throughput), ("latency", queue_latency), ("scheduler", scheduler)):
         if args.only in (None, name):
             tmp = tempfile.mkdtemp(prefix=f"spool-bench-{name}-")
             try:
