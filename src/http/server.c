@@ -2,6 +2,7 @@
 #include "http_internal.h"
 
 #include <ctype.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -196,10 +197,13 @@ static bool authorize(http_t *h, h2o_req_t *req, http__access_t access, http__re
         return true;
     }
     if (access == HTTP__PUBLIC) return true;
-    char token[256], id[PROJ_ID_MAX];
+    char token[256], id[PROJ_ID_MAX], role[16];
     if (http__engine(h) && request_token(req, token, sizeof token) &&
-        engine_token_check(http__engine(h), token, info->role, id) == 0)
+        engine_token_check(http__engine(h), token, role, id) == 0) {
+        snprintf(info->role, sizeof info->role, "%s", role);
         snprintf(info->actor, sizeof info->actor, "%s:%s", info->role, id);
+    }
+    OPENSSL_cleanse(token, sizeof token);
     if (info->role[0] == 0) {
         http__reply_error(h, req, 401, "a valid API token is required (Circle-Token header)");
         return false;

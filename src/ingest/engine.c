@@ -270,11 +270,14 @@ int engine_token_check(engine_t *e, const char *token, char role[16], char id[PR
     rc = proj_token_lookup(t, hash, &doc);
     log_kvtxn_abort(t);
     if (rc != 0) return SP_ENOTFOUND;
-    if (json_is_true(json_object_get(doc, "revoked"))) rc = SP_ENOTFOUND;
+    if (json_is_true(json_object_get(doc, "revoked"))) {
+        json_decref(doc);
+        return SP_ENOTFOUND; /* role and id stay untouched: nothing to trust */
+    }
     snprintf(role, 16, "%s", json_string_value(json_object_get(doc, "role")) ?: "user");
     snprintf(id, PROJ_ID_MAX, "%s", json_string_value(json_object_get(doc, "id")) ?: "");
     json_decref(doc);
-    return rc;
+    return 0;
 }
 
 /* ---- projects ---- */

@@ -239,3 +239,34 @@ def test_ui_approves_cancels_and_reruns(ci, browser):
              what="a second workflow")
     assert not refused(), refused()
     assert not errors, errors
+
+
+def test_agent_tokens_are_stored_hashed_and_revocable(ci):
+    ci.start()
+    p = run_spool("agents", "token", "create", "build-01", data=ci.server.data, check=True)
+    tok = json.loads(p.stdout)
+    assert tok["role"] == "agent"
+    reg = {"name": "build-01", "slots": 1, "cpus": 8, "memory_mb": 16384, "labels": ["linux"]}
+
+    def register(token):
+        s, body, _ = ci.server.request("POST", "/api/agent/v1/register", reg,
+                                       headers={"Authorization": f"Bearer {token}"})
+        return s, json.loads(body)
+
+    s, body = register(tok["token"])
+    assert s == 201 and "docker:medium" in body["resource_classes"] and "docker:massive" not in body["resource_classes"]
+    s, _ = register(ci.token)  # a user token is not an agent token
+    assert s == 403
+    log = run_spool("log", "tail", "--json", data=ci.server.data, check=True).stdout
+    assert tok["token"] not in log  # only its hash is in the log
+    run_spool("agents", "token", "revoke", tok["id"], data=ci.server.data, check=True)
+    s, body = register(tok["token"])
+    assert s == 401, body
+    # a user token likewise
+    p = run_spool("tokens", "create", "someone", data=ci.server.data, check=True)
+    user = json.loads(p.stdout)
+    s, _, _ = ci.server.request("GET", "/api/v2/project/gh/acme/app", headers={"Circle-Token": user["token"]})
+    assert s == 200
+    run_spool("tokens", "revoke", user["id"], data=ci.server.data, check=True)
+    s, _, _ = ci.server.request("GET", "/api/v2/project/gh/acme/app", headers={"Circle-Token": user["token"]})
+    assert s == 401
