@@ -15,6 +15,12 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <malloc.h>
+static void PROBE(const char *what, cfg__arena_t *a) {
+    if (!getenv("PROBE")) return;
+    struct mallinfo2 mi = mallinfo2();
+    fprintf(stderr, "%-10s arena_total=%zu inuse=%zu heap=%zu mmap=%zu\n", what, a->total, mi.uordblks, mi.arena, mi.hblkhd);
+}
 
 /* ---- element tables ---- */
 
@@ -1427,8 +1433,11 @@ int config_compile(const char *src, size_t n, const char *filename, const config
     cc->a = &arena;
     cc->errs = errs;
     cc->in = in ? in : &no_input;
+    PROBE("start", &arena);
     cfg__node_t *root = cfg__parse(&arena, src, n, errs);
+    PROBE("parsed", &arena);
     json_t *processed = root ? compile_root(cc, root) : NULL;
+    PROBE("compiled", &arena);
     r->version = cc->version;
     cc_cache_free(cc);
     table_free(&cc->jobs);
@@ -1436,6 +1445,7 @@ int config_compile(const char *src, size_t n, const char *filename, const config
     table_free(&cc->executors);
     free(cc);
     cfg__arena_free(&arena);
+    PROBE("freed", &arena);
     r->errors = errs->errors;
     r->nerrors = errs->nerrors;
     r->more_errors = errs->more;

@@ -269,6 +269,8 @@ def test_sigkill_mid_job_is_an_infrastructure_failure_then_retried_elsewhere(fle
     j = wait_status(fleet, 1, "victim", ("infrastructure_fail",), timeout=30)
     s, d = fleet.api(f"/api/v2/project/gh/acme/app/job/{j['job_number']}")
     assert any("agent" in m["message"] for m in d["messages"]), d["messages"]
+    (gone,) = [n for n in fleet.nodes() if n["name"] == "a1"]
+    assert gone["status"] == "down" and gone["allocations"] == [], gone
 
     # Once the project allows it, the next such loss is retried on another agent.
     s, body, _ = fleet.server.request("PATCH", "/api/v2/project/gh/acme/app/settings",
