@@ -3,15 +3,18 @@
  * its benchmark. Nothing outside src/agent/, tests/agent/ and
  * tools/bench/ includes this.
  *
- *   task.c     the TASK document of the protocol, parsed into structs
- *   chunk.c    output chunks: msgpack lines, zstd frames
- *   exec.c     the executor: runs a task's steps on a private libuv loop
- *   sandbox.c  bubblewrap: probing, argv, killing a sandbox (Linux only)
- *   docker.c   an asynchronous Docker Engine API client (docker executor)
- *   fsutil.c   mkdir -p, rm -rf
- *   http.c     a small libcurl client (abortable, one per thread)
- *   report.c   the uploader thread of one task: events, output, finish
- *   pool.c     the agent itself: register, claim, heartbeat, shutdown
+ *   task.c         the TASK document of the protocol, parsed into structs
+ *   chunk.c        output chunks: msgpack lines, zstd frames
+ *   exec.c         the executor: runs a task's steps on a private libuv
+ *                  loop; the shell executor and the step machinery
+ *   exec_docker.c  the docker executor: containers, steps as execs in them
+ *                  (the two share exec_internal.h, which nobody else sees)
+ *   sandbox.c      bubblewrap: probing, argv, killing a sandbox (Linux only)
+ *   docker.c       an asynchronous Docker Engine API client (docker executor)
+ *   fsutil.c       mkdir -p, rm -rf
+ *   http.c         a small libcurl client (abortable, one per thread)
+ *   report.c       the uploader thread of one task: events, output, finish
+ *   pool.c         the agent itself: register, claim, heartbeat, shutdown
  */
 #ifndef SPOOL_AGENT_INTERNAL_H
 #define SPOOL_AGENT_INTERNAL_H

@@ -29,8 +29,12 @@
  * namespace dies with it) or, without a sandbox, the step's process group
  * (UV_PROCESS_DETACHED makes the step a session and group leader). A
  * daemon that leaves its group escapes only when there is no sandbox.
+ *
+ * This file is the shell executor and the step machinery (output,
+ * timeouts, completion, steps 0 and 99) that the docker executor
+ * (exec_docker.c) shares; their common state is in exec_internal.h.
  */
-#include "agent_internal.h"
+#include "exec_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -40,86 +44,11 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <jansson.h>
 #include <uv.h>
 
-#define READ_BUF         (256 * 1024)
 #define LINGER_MS        2000        /* after exit, how long a straggler may hold the pipes (no sandbox) */
 #define SCRIPT_ARGMAX    (96 * 1024) /* longer commands go through a script file, not argv */
 #define KILL_FALLBACK_MS 2000        /* a kill waits this long for bwrap's info before killing bwrap */
-
-typedef enum { KILL_NONE, KILL_NO_OUTPUT, KILL_JOB_TIMEOUT, KILL_STOP, KILL_JOB_END } kill_t;
-
-typedef struct proc proc_t;
-
-struct proc {
-    agent__exec_t *x;
-    const agent__step_t *st;
-    int id;
-    bool background, checkout;
-    uv_process_t ps;
-    uv_pipe_t out[2]; /* stdout, stderr */
-    uv_pipe_t info;   /* bwrap --info-fd */
-    uv_timer_t flush_t, quiet_t;
-    int nopen;
-    bool spawned, exited, eof[2], info_open, flush_on, lingering, completed;
-    int64_t exit_status;
-    int term_signal;
-    pid_t inner_pid;
-    bool kill_pending;
-    char infobuf[512];
-    size_t infolen;
-    kill_t killed;
-    uint64_t t0, last_out;
-    int64_t quiet_ms;
-    uint32_t seq;
-    agent__chunk_t chunk;
-    sp_buf_t carry[2];
-    /* docker: the step is an exec in the primary container */
-    bool docker;
-    char *exec_id, *pidf, *killf;
-    agent__dk_req_t *req; /* the exec's create, start (its output) or inspect */
-    unsigned char hdr[8]; /* the multiplexed stream's frame header */
-    size_t hdrn, frame_left;
-    int frame_stream, inspect_tries;
-    bool dk_kill_sent;
-    proc_t *next;
-};
-
-struct synth;
-
-struct agent__exec {
-    uv_loop_t loop;
-    uv_async_t wake;
-    uv_timer_t job_t;
-    bool job_t_on;
-    atomic_int stop_req;
-    atomic_bool resume_req;
-    agent__exec_opts_t o;
-    const agent__task_t *task;
-    agent__sink_t sink;
-    char *task_dir, *home, *tmp, *meta, *tmp_inner, *wd, *shell_default;
-    char *host_shell;  /* the agent's own default shell (checkout runs with it) */
-    agent__env_t *env; /* the job's environment as steps see it (without the step's own) */
-    size_t nenv, capenv;
-    size_t next;
-    bool ran, failed, timedout, infra, job_timer_fired, ended, finished, paused;
-    agent__stop_t stop;
-    agent__status_t status;
-    char message[512];
-    proc_t *fg;
-    proc_t *procs;
-    /* The docker executor (docker_on): the containers (primary first),
-     * the spin-up in progress and the teardown. */
-    bool docker_on, tearing, torn_down, bash_in_image;
-    agent__dk_t *dk;
-    char **ctr;
-    size_t nctr, spin_i;
-    int spin_phase;
-    agent__dk_req_t *spin_req;
-    struct synth *s0; /* step 0 while the containers start */
-    char rbuf[READ_BUF];
-};
 
 const char *agent__status_name(agent__status_t s)
 {
@@ -134,10 +63,10 @@ const char *agent__status_name(agent__status_t s)
     return NULL;
 }
 
-static int64_t wall_ms(void) { return sp_now_ns() / 1000000; }
+int64_t agent__wall_ms(void) { return sp_now_ns() / 1000000; }
 
 /* Go's time.Duration format, as CircleCI prints it: 10m0s, 1.5s, 300ms. */
-static void fmt_duration(int64_t ms, char *out, size_t n)
+void agent__fmt_duration(int64_t ms, char *out, size_t n)
 {
     if (ms < 1000) {
         snprintf(out, n, "%lldms", (long long)ms);
@@ -308,7 +237,7 @@ static size_t argv_len(char **a)
 
 static void pause_all(agent__exec_t *x);
 
-static void flush(proc_t *p)
+static void flush(agent__proc_t *p)
 {
     agent__exec_t *x = p->x;
     if (p->flush_on) {
@@ -328,7 +257,7 @@ static void flush(proc_t *p)
 
 static void on_flush_timer(uv_timer_t *t) { flush(t->data); }
 
-static void add_line(proc_t *p, int s, uint64_t t, const char *b, size_t n)
+static void add_line(agent__proc_t *p, int s, uint64_t t, const char *b, size_t n)
 {
     agent__chunk_add(&p->chunk, t, s, b, n);
     if (p->chunk.buf.n >= p->x->o.chunk_bytes) {
@@ -348,7 +277,7 @@ static size_t cut_at(const char *b)
     return ((unsigned char)b[k] & 0xC0) == 0x80 ? AGENT__MAX_LINE : k;
 }
 
-static void emit(proc_t *p, int s, uint64_t t, const char *b, size_t n)
+static void emit(agent__proc_t *p, int s, uint64_t t, const char *b, size_t n)
 {
     while (n > AGENT__MAX_LINE) {
         size_t k = cut_at(b);
@@ -358,7 +287,7 @@ static void emit(proc_t *p, int s, uint64_t t, const char *b, size_t n)
     add_line(p, s, t, b, n);
 }
 
-static void trim_carry(proc_t *p, int s, uint64_t t)
+static void trim_carry(agent__proc_t *p, int s, uint64_t t)
 {
     sp_buf_t *c = &p->carry[s];
     size_t off = 0;
@@ -375,7 +304,7 @@ static void trim_carry(proc_t *p, int s, uint64_t t)
 
 /* Cuts freshly read bytes into lines. A line's end may arrive in a later
  * read: the start waits in carry[s]. */
-static void feed(proc_t *p, int s, const char *b, size_t n)
+void agent__proc_feed(agent__proc_t *p, int s, const char *b, size_t n)
 {
     uint64_t t = uv_now(&p->x->loop) - p->t0;
     const char *end = b + n, *nl;
@@ -403,8 +332,7 @@ static void feed(proc_t *p, int s, const char *b, size_t n)
 }
 
 /* A line the agent itself adds to a step's output. */
-static void note(proc_t *p, int s, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void note(proc_t *p, int s, const char *fmt, ...)
+void agent__proc_note(agent__proc_t *p, int s, const char *fmt, ...)
 {
     char line[1024];
     va_list ap;
@@ -418,24 +346,14 @@ static void note(proc_t *p, int s, const char *fmt, ...)
 
 /* ---- processes ------------------------------------------------------------ */
 
-static void advance(agent__exec_t *x);
-static void finish_job(agent__exec_t *x);
 static void job_done(agent__exec_t *x);
-static void dk_kill_step(proc_t *p);
-static bool dk_start_step(agent__exec_t *x, const agent__step_t *st, char **cmd, char **envp, const char *cwd,
-                          const char *bash);
-static void dk_spin_begin(agent__exec_t *x);
-static void dk_spin_stop(agent__exec_t *x);
-static void env_step(agent__exec_t *x);
 
-static void on_quiet_timer(uv_timer_t *t);
-
-static void kill_proc(proc_t *p, kill_t why)
+static void kill_proc(agent__proc_t *p, agent__kill_t why)
 {
-    if (p->killed == KILL_NONE) p->killed = why;
+    if (p->killed == AGENT__KILL_NONE) p->killed = why;
     if (!p->spawned || p->exited) return;
     if (p->docker) {
-        dk_kill_step(p);
+        agent__dk_kill_step(p);
         return;
     }
     if (p->x->o.bwrap == NULL) {
@@ -453,13 +371,13 @@ static void kill_proc(proc_t *p, kill_t why)
         kill(p->inner_pid, SIGKILL);
     } else if (!p->kill_pending) {
         p->kill_pending = true;
-        if (!p->lingering) uv_timer_start(&p->quiet_t, on_quiet_timer, KILL_FALLBACK_MS, 0);
+        if (!p->lingering) uv_timer_start(&p->quiet_t, agent__proc_on_quiet_timer, KILL_FALLBACK_MS, 0);
     }
 }
 
 static void on_proc_closed(uv_handle_t *h)
 {
-    proc_t *p = h->data;
+    agent__proc_t *p = h->data;
     if (--p->nopen > 0) return;
     agent__chunk_free(&p->chunk);
     sp_buf_free(&p->carry[0]);
@@ -470,12 +388,12 @@ static void on_proc_closed(uv_handle_t *h)
     free(p);
 }
 
-static void close_handle(proc_t *p, uv_handle_t *h)
+static void close_handle(agent__proc_t *p, uv_handle_t *h)
 {
     if (!uv_is_closing(h)) uv_close(h, on_proc_closed);
 }
 
-static void complete(proc_t *p)
+static void complete(agent__proc_t *p)
 {
     agent__exec_t *x = p->x;
     p->completed = true;
@@ -487,23 +405,24 @@ static void complete(proc_t *p)
     int code = -1;
     char d[32];
     switch (p->killed) {
-    case KILL_NO_OUTPUT:
-        fmt_duration(p->quiet_ms, d, sizeof d);
-        note(p, 1, "Too long with no output (exceeded %s): context deadline exceeded", d);
+    case AGENT__KILL_NO_OUTPUT:
+        agent__fmt_duration(p->quiet_ms, d, sizeof d);
+        agent__proc_note(p, 1, "Too long with no output (exceeded %s): context deadline exceeded", d);
         status = "timedout";
         if (!p->background) x->timedout = x->failed = true;
         break;
-    case KILL_JOB_TIMEOUT:
-        fmt_duration(x->task->job_timeout_ms, d, sizeof d);
-        note(p, 1, "Build timed out (exceeded %s)", d);
+    case AGENT__KILL_JOB_TIMEOUT:
+        agent__fmt_duration(x->task->job_timeout_ms, d, sizeof d);
+        agent__proc_note(p, 1, "Build timed out (exceeded %s)", d);
         status = "timedout";
         break;
-    case KILL_STOP:
-        note(p, 1, x->stop == AGENT__STOP_SHUTDOWN ? "The agent stopped before this step finished" : "Canceled");
+    case AGENT__KILL_STOP:
+        agent__proc_note(p, 1,
+                         x->stop == AGENT__STOP_SHUTDOWN ? "The agent stopped before this step finished" : "Canceled");
         status = "canceled";
         break;
-    case KILL_JOB_END: break; /* a background step outliving the job is normal */
-    case KILL_NONE:
+    case AGENT__KILL_JOB_END: break; /* a background step outliving the job is normal */
+    case AGENT__KILL_NONE:
         code = p->term_signal ? 128 + p->term_signal : (int)p->exit_status;
         if (code < 0) {
             /* A docker step whose exit code is unknown (it could not
@@ -512,7 +431,7 @@ static void complete(proc_t *p)
             if (!p->background) x->failed = true;
         } else if (code != 0) {
             status = "failed";
-            note(p, 1, "Exited with code exit status %d", code);
+            agent__proc_note(p, 1, "Exited with code exit status %d", code);
             /* A background step's failure does not fail the job
              * (CircleCI calls such steps insignificant). */
             if (!p->background) x->failed = true;
@@ -532,7 +451,7 @@ static void complete(proc_t *p)
         break;
     }
     flush(p);
-    x->sink.step_finished(x->sink.arg, p->id, x->task->node_index, status, code, wall_ms());
+    x->sink.step_finished(x->sink.arg, p->id, x->task->node_index, status, code, agent__wall_ms());
     close_handle(p, (uv_handle_t *)&p->flush_t);
     close_handle(p, (uv_handle_t *)&p->quiet_t);
     if (!p->docker) {
@@ -541,7 +460,7 @@ static void complete(proc_t *p)
         if (p->info_open) close_handle(p, (uv_handle_t *)&p->info);
         close_handle(p, (uv_handle_t *)&p->ps);
     }
-    for (proc_t **pp = &x->procs; *pp; pp = &(*pp)->next) {
+    for (agent__proc_t **pp = &x->procs; *pp; pp = &(*pp)->next) {
         if (*pp == p) {
             *pp = p->next;
             break;
@@ -549,20 +468,20 @@ static void complete(proc_t *p)
     }
     if (p == x->fg) {
         x->fg = NULL;
-        advance(x);
+        agent__exec_advance(x);
     } else if (x->ended && x->procs == NULL) {
         job_done(x);
     }
 }
 
-static void maybe_complete(proc_t *p)
+void agent__proc_maybe_complete(agent__proc_t *p)
 {
     if (!p->completed && p->exited && p->eof[0] && p->eof[1]) complete(p);
 }
 
-static void on_quiet_timer(uv_timer_t *t)
+void agent__proc_on_quiet_timer(uv_timer_t *t)
 {
-    proc_t *p = t->data;
+    agent__proc_t *p = t->data;
     if (p->lingering) {
         /* Something that left the step's process group still holds the
          * pipes (only possible without a sandbox): stop waiting for it. */
@@ -570,7 +489,7 @@ static void on_quiet_timer(uv_timer_t *t)
             uv_read_stop((uv_stream_t *)&p->out[s]);
             p->eof[s] = true;
         }
-        maybe_complete(p);
+        agent__proc_maybe_complete(p);
         return;
     }
     if (p->kill_pending && !p->docker) {
@@ -583,44 +502,44 @@ static void on_quiet_timer(uv_timer_t *t)
     if (p->x->paused) p->last_out = now;
     uint64_t quiet = now - p->last_out;
     if (quiet >= (uint64_t)p->quiet_ms) {
-        kill_proc(p, KILL_NO_OUTPUT);
+        kill_proc(p, AGENT__KILL_NO_OUTPUT);
         return;
     }
-    uv_timer_start(t, on_quiet_timer, (uint64_t)p->quiet_ms - quiet, 0);
+    uv_timer_start(t, agent__proc_on_quiet_timer, (uint64_t)p->quiet_ms - quiet, 0);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
-    proc_t *p = h->data;
+    agent__proc_t *p = h->data;
     /* libuv calls alloc, read(2) and the read callback in sequence, so
      * one buffer per executor serves every pipe. */
-    *buf = uv_buf_init(p->x->rbuf, READ_BUF);
+    *buf = uv_buf_init(p->x->rbuf, AGENT__READ_BUF);
 }
 
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
-    proc_t *p = st->data;
+    agent__proc_t *p = st->data;
     int s = st == (uv_stream_t *)&p->out[1];
     if (nread > 0) {
-        feed(p, s, buf->base, (size_t)nread);
+        agent__proc_feed(p, s, buf->base, (size_t)nread);
         p->last_out = uv_now(&p->x->loop);
         return;
     }
     if (nread == 0) return;
     uv_read_stop(st);
     p->eof[s] = true;
-    maybe_complete(p);
+    agent__proc_maybe_complete(p);
 }
 
 static void on_info_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
-    proc_t *p = h->data;
+    agent__proc_t *p = h->data;
     *buf = uv_buf_init(p->infobuf + p->infolen, (unsigned)(sizeof p->infobuf - 1 - p->infolen));
 }
 
 static void on_info_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
-    proc_t *p = st->data;
+    agent__proc_t *p = st->data;
     if (nread > 0) {
         p->infolen += (size_t)nread;
         p->inner_pid = agent__sandbox_info_pid(p->infobuf, p->infolen);
@@ -638,7 +557,7 @@ static void on_info_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 
 static void on_proc_exit(uv_process_t *ps, int64_t status, int sig)
 {
-    proc_t *p = ps->data;
+    agent__proc_t *p = ps->data;
     p->exited = true;
     p->exit_status = status;
     p->term_signal = sig;
@@ -648,12 +567,12 @@ static void on_proc_exit(uv_process_t *ps, int64_t status, int sig)
     if (p->info_open) uv_read_stop((uv_stream_t *)&p->info);
     if (!(p->eof[0] && p->eof[1])) {
         p->lingering = true;
-        uv_timer_start(&p->quiet_t, on_quiet_timer, LINGER_MS, 0);
+        uv_timer_start(&p->quiet_t, agent__proc_on_quiet_timer, LINGER_MS, 0);
     }
-    maybe_complete(p);
+    agent__proc_maybe_complete(p);
 }
 
-static void start_reading(proc_t *p)
+static void start_reading(agent__proc_t *p)
 {
     for (int s = 0; s < 2; s++)
         if (!p->eof[s]) uv_read_start((uv_stream_t *)&p->out[s], on_alloc, on_read);
@@ -663,7 +582,7 @@ static void pause_all(agent__exec_t *x)
 {
     x->paused = true;
     /* A docker step's output stops in its data callback instead. */
-    for (proc_t *p = x->procs; p; p = p->next)
+    for (agent__proc_t *p = x->procs; p; p = p->next)
         for (int s = 0; s < 2 && !p->docker; s++)
             if (!p->eof[s]) uv_read_stop((uv_stream_t *)&p->out[s]);
 }
@@ -673,7 +592,7 @@ static void resume_all(agent__exec_t *x)
     if (!x->paused) return;
     x->paused = false;
     uint64_t now = uv_now(&x->loop);
-    for (proc_t *p = x->procs; p && !x->paused; p = p->next) {
+    for (agent__proc_t *p = x->procs; p && !x->paused; p = p->next) {
         p->last_out = now;
         if (!p->docker)
             start_reading(p);
@@ -684,25 +603,14 @@ static void resume_all(agent__exec_t *x)
 
 /* ---- steps ----------------------------------------------------------------- */
 
-/* A step whose output the agent writes itself (0, 99, and steps that
- * fail before a process starts). */
-typedef struct synth {
-    agent__exec_t *x;
-    int id;
-    uint32_t seq;
-    int64_t t0;
-    agent__chunk_t chunk;
-} synth_t;
-
-static void synth_begin(synth_t *s, agent__exec_t *x, int id, const char *name, const char *bash)
+static void synth_begin(agent__synth_t *s, agent__exec_t *x, int id, const char *name, const char *bash)
 {
-    *s = (synth_t){.x = x, .id = id, .t0 = sp_mono_ns()};
+    *s = (agent__synth_t){.x = x, .id = id, .t0 = sp_mono_ns()};
     agent__chunk_init(&s->chunk);
-    x->sink.step_started(x->sink.arg, id, x->task->node_index, name, bash, wall_ms());
+    x->sink.step_started(x->sink.arg, id, x->task->node_index, name, bash, agent__wall_ms());
 }
 
-static void synth_line(synth_t *s, int stream, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void synth_line(synth_t *s, int stream, const char *fmt, ...)
+void agent__synth_line(agent__synth_t *s, int stream, const char *fmt, ...)
 {
     char *line;
     va_list ap;
@@ -713,7 +621,7 @@ static void synth_line(synth_t *s, int stream, const char *fmt, ...)
     free(line);
 }
 
-static void synth_end(synth_t *s, const char *status, int code)
+void agent__synth_end(agent__synth_t *s, const char *status, int code)
 {
     agent__exec_t *x = s->x;
     if (!agent__chunk_empty(&s->chunk)) {
@@ -722,15 +630,15 @@ static void synth_end(synth_t *s, const char *status, int code)
         if (full && !x->paused) pause_all(x);
     }
     agent__chunk_free(&s->chunk);
-    x->sink.step_finished(x->sink.arg, s->id, x->task->node_index, status, code, wall_ms());
+    x->sink.step_finished(x->sink.arg, s->id, x->task->node_index, status, code, agent__wall_ms());
 }
 
 static void fail_step(agent__exec_t *x, const agent__step_t *st, const char *bash, const char *why)
 {
-    synth_t s;
+    agent__synth_t s;
     synth_begin(&s, x, st->id, st->name, bash);
-    synth_line(&s, 1, "%s", why);
-    synth_end(&s, "failed", -1);
+    agent__synth_line(&s, 1, "%s", why);
+    agent__synth_end(&s, "failed", -1);
     x->failed = true;
 }
 
@@ -879,11 +787,11 @@ static bool start_step(agent__exec_t *x, const agent__step_t *st)
     }
     envp = envp_for(x, st->env, st->nenv, extra, checkout);
     if (x->docker_on && !checkout) {
-        fg = dk_start_step(x, st, cmd, envp, cwd, bash);
+        fg = agent__dk_start_step(x, st, cmd, envp, cwd, bash);
         goto out;
     }
 
-    proc_t *p = sp_xcalloc(1, sizeof *p);
+    agent__proc_t *p = sp_xcalloc(1, sizeof *p);
     p->x = x;
     p->st = st;
     p->id = st->id;
@@ -923,14 +831,14 @@ static bool start_step(agent__exec_t *x, const agent__step_t *st)
     po.file = argv[0];
     po.args = argv;
 
-    x->sink.step_started(x->sink.arg, st->id, task->node_index, st->name, bash, wall_ms());
+    x->sink.step_started(x->sink.arg, st->id, task->node_index, st->name, bash, agent__wall_ms());
     uv_update_time(&x->loop);
     p->t0 = p->last_out = uv_now(&x->loop);
     int rc = uv_spawn(&x->loop, &p->ps, &po);
     p->next = x->procs;
     x->procs = p;
     if (rc != 0) {
-        note(p, 1, "Cannot start %s: %s", argv[0], uv_strerror(rc));
+        agent__proc_note(p, 1, "Cannot start %s: %s", argv[0], uv_strerror(rc));
         p->exited = p->eof[0] = p->eof[1] = true;
         p->exit_status = 127;
         complete(p); /* not the foreground step: the caller goes on */
@@ -946,7 +854,7 @@ static bool start_step(agent__exec_t *x, const agent__step_t *st)
 #endif
     if (!x->paused) start_reading(p);
     if (p->info_open) uv_read_start((uv_stream_t *)&p->info, on_info_alloc, on_info_read);
-    if (p->quiet_ms > 0) uv_timer_start(&p->quiet_t, on_quiet_timer, (uint64_t)p->quiet_ms, 0);
+    if (p->quiet_ms > 0) uv_timer_start(&p->quiet_t, agent__proc_on_quiet_timer, (uint64_t)p->quiet_ms, 0);
     if (!p->background) {
         x->fg = p;
         fg = true;
@@ -973,17 +881,17 @@ static bool should_run(agent__exec_t *x, const agent__step_t *st)
     return false;
 }
 
-static void end_job(agent__exec_t *x)
+void agent__exec_end_job(agent__exec_t *x)
 {
     if (x->ended) return;
     x->ended = true;
-    for (proc_t *p = x->procs; p; p = p->next) kill_proc(p, KILL_JOB_END);
+    for (agent__proc_t *p = x->procs; p; p = p->next) kill_proc(p, AGENT__KILL_JOB_END);
     if (x->procs == NULL) job_done(x);
 }
 
 /* Runs steps until one runs in the foreground, then returns; the end of
  * that step calls it again. */
-static void advance(agent__exec_t *x)
+void agent__exec_advance(agent__exec_t *x)
 {
     const agent__task_t *task = x->task;
     while (x->stop == AGENT__STOP_NONE && !x->job_timer_fired && x->next < task->nsteps) {
@@ -997,10 +905,10 @@ static void advance(agent__exec_t *x)
         snprintf(why, sizeof why, "Unsupported step type \"%s\": this agent cannot run it", st->type);
         fail_step(x, st, NULL, why);
     }
-    end_job(x);
+    agent__exec_end_job(x);
 }
 
-static void finish_job(agent__exec_t *x)
+void agent__exec_finish_job(agent__exec_t *x)
 {
     if (x->finished) return;
     x->finished = true;
@@ -1020,7 +928,7 @@ static void finish_job(agent__exec_t *x)
         snprintf(x->message, sizeof x->message, "canceled");
     } else if (x->job_timer_fired) {
         x->status = AGENT__TIMEDOUT;
-        fmt_duration(x->task->job_timeout_ms, d, sizeof d);
+        agent__fmt_duration(x->task->job_timeout_ms, d, sizeof d);
         snprintf(x->message, sizeof x->message, "the job exceeded its time limit of %s", d);
     } else if (x->infra) {
         x->status = AGENT__INFRA_FAIL;
@@ -1039,8 +947,8 @@ static void on_job_timer(uv_timer_t *t)
     agent__exec_t *x = t->data;
     x->job_t_on = false;
     x->job_timer_fired = true;
-    for (proc_t *p = x->procs; p; p = p->next) kill_proc(p, KILL_JOB_TIMEOUT);
-    dk_spin_stop(x);
+    for (agent__proc_t *p = x->procs; p; p = p->next) kill_proc(p, AGENT__KILL_JOB_TIMEOUT);
+    agent__dk_spin_stop(x);
 }
 
 static void on_wake(uv_async_t *a)
@@ -1049,640 +957,21 @@ static void on_wake(uv_async_t *a)
     agent__stop_t why = (agent__stop_t)atomic_load(&x->stop_req);
     if (why != AGENT__STOP_NONE && x->stop == AGENT__STOP_NONE) {
         x->stop = why;
-        for (proc_t *p = x->procs; p; p = p->next) kill_proc(p, KILL_STOP);
-        dk_spin_stop(x);
+        for (agent__proc_t *p = x->procs; p; p = p->next) kill_proc(p, AGENT__KILL_STOP);
+        agent__dk_spin_stop(x);
     }
     if (atomic_exchange(&x->resume_req, false)) resume_all(x);
-}
-
-/* ---- the docker executor ------------------------------------------------
- *
- * With a Docker API socket and a task whose executor is docker, steps run
- * in containers, through the Docker Engine API (docker.c), all on this
- * loop:
- *
- *   spin-up (step 0)  for each image: inspect it (pull it when missing),
- *                     create and start its container. The first is the
- *                     primary: the task directory is bound at its own
- *                     path, and unless the config gives a command or an
- *                     entrypoint it runs an idle shell (steps run beside
- *                     it, as on CircleCI). The others are services,
- *                     created in the primary's network namespace
- *                     (NetworkMode container:<primary>), so they answer on
- *                     localhost; their names resolve to 127.0.0.1 in the
- *                     primary. Then: is there a /bin/bash (the default
- *                     shell) or only /bin/sh?
- *   a run step        an exec in the primary of a small /bin/sh wrapper
- *                     that writes its pid (the exec is a session and group
- *                     leader) to a file in the task's tmp, makes and
- *                     enters the working directory and execs the step's
- *                     shell. Its output is the exec's multiplexed stream
- *                     (8-byte frame headers: stream, size); then the exit
- *                     code comes from /exec/{id}/json.
- *   killing a step    another exec, as root: touch the step's kill file
- *                     (so a wrapper that has not started yet exits) and
- *                     kill -9 its process group. Processes a step leaves
- *                     behind go on, as in a CircleCI container, until the
- *                     job ends.
- *   teardown          every container is removed (force: killed first),
- *                     services first, whatever the outcome; then the job
- *                     finishes.
- *
- * The checkout step runs on the agent's side, into the shared task
- * directory, as with the shell executor. A failure to get an image or
- * start a container fails step 0 and the job as infrastructure_fail. */
-
-#define DK_TIMEOUT_MS      30000L              /* one API call (not a stream, not a pull) */
-#define DK_PULL_TIMEOUT_MS (30L * 60L * 1000L) /* a pull; the job's own limit still applies */
-#define DK_KILL_WAIT_MS    10000               /* after a kill, how long a step's stream may go on */
-#define DK_INSPECT_TRIES   200                 /* 10 ms apart: until the exec is seen to have ended */
-
-enum { SPIN_INSPECT, SPIN_PULL, SPIN_CREATE, SPIN_START, SPIN_PROBE };
-
-/* The primary's process when the config names none: an idle shell that
- * reaps what steps leave behind. */
-static const char dk_idle[] = "trap 'exit 0' TERM INT; while :; do sleep 86400 & wait; done";
-
-/* $1 pid file, $2 kill file, $3 working directory, then the command. */
-static const char dk_wrapper[] = "echo $$ >\"$1\" 2>/dev/null; [ -e \"$2\" ] && exit 137; d=$3; shift 3; "
-                                 "mkdir -p \"$d\" 2>/dev/null; cd \"$d\" || exit 1; exec \"$@\"";
-
-/* $1 kill file, $2 pid file. */
-static const char dk_killer[] = "touch \"$1\" 2>/dev/null; pg=$(cat \"$2\" 2>/dev/null); "
-                                "[ -n \"$pg\" ] && kill -9 -\"$pg\" 2>/dev/null; exit 0";
-
-/* The API's reason for a failed call: its JSON "message", or what curl
- * said, or the status. */
-static const char *dk_why(int rc, long status, const sp_buf_t *body, const char *err, char *buf, size_t n)
-{
-    if (rc != 0) return err && *err ? err : sp_strerror(rc);
-    json_t *o = body->n ? json_loadb((const char *)body->p, body->n, 0, NULL) : NULL;
-    json_t *m = json_object_get(o, "message");
-    if (json_is_string(m))
-        snprintf(buf, n, "%s", json_string_value(m));
-    else
-        snprintf(buf, n, "the Docker API answered %ld", status);
-    json_decref(o);
-    return buf;
-}
-
-static json_t *dk_words(char *const *w)
-{
-    json_t *a = json_array();
-    for (; w && *w; w++) json_array_append_new(a, json_string(*w));
-    return a;
-}
-
-/* Docker's X-Registry-Auth: base64url of {"username", "password"}. */
-static char *dk_auth_header(const agent__image_t *im)
-{
-    if (im->auth_user == NULL && im->auth_pass == NULL) return NULL;
-    json_t *o = json_pack("{s:s, s:s}", "username", im->auth_user ? im->auth_user : "", "password",
-                          im->auth_pass ? im->auth_pass : "");
-    char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
-    if (js == NULL) return NULL;
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    size_t n = strlen(js);
-    sp_buf_t b = {0};
-    sp_buf_addstr(&b, "X-Registry-Auth: ");
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)(unsigned char)js[i] << 16;
-        if (i + 1 < n) v |= (uint32_t)(unsigned char)js[i + 1] << 8;
-        if (i + 2 < n) v |= (unsigned char)js[i + 2];
-        char q[4] = {tab[v >> 18 & 63], tab[v >> 12 & 63], i + 1 < n ? tab[v >> 6 & 63] : '=',
-                     i + 2 < n ? tab[v & 63] : '='};
-        sp_buf_add(&b, q, 4);
-    }
-    sp_buf_add(&b, "", 1);
-    free(js);
-    return (char *)b.p;
-}
-
-/* An image reference goes into URL paths as it is: only the characters
- * of names, tags and digests are allowed. */
-static bool dk_image_ok(const char *s)
-{
-    if (*s == 0 || strlen(s) > 512 || *s == '/' || *s == '-') return false;
-    for (; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || strchr("._-/:@", *s)))
-            return false;
-    return true;
-}
-
-/* True when the image names a tag or a digest (else a pull takes all
- * tags: :latest is added). */
-static bool dk_has_tag(const char *image)
-{
-    const char *slash = strrchr(image, '/');
-    return strchr(image, '@') != NULL || strchr(slash ? slash : image, ':') != NULL;
-}
-
-/* A pull answers 200 and then streams progress objects; a failure is an
- * object with "error" (usually the last). */
-static bool dk_pull_error(const sp_buf_t *body, char *buf, size_t n)
-{
-    const char *p = (const char *)body->p, *end = p + body->n;
-    bool bad = false;
-    while (p < end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        const char *e = nl ? nl : end;
-        json_t *o = json_loadb(p, (size_t)(e - p), 0, NULL);
-        json_t *err = json_object_get(o, "error");
-        if (json_is_string(err)) {
-            snprintf(buf, n, "%s", json_string_value(err));
-            bad = true;
-        }
-        json_decref(o);
-        p = e + (nl != NULL);
-    }
-    return bad;
-}
-
-/* ---- helper execs (kill) ---- */
-
-typedef struct {
-    agent__exec_t *x;
-} dk_helper_t;
-
-static void on_helper_done(void *arg, int rc, long status, const sp_buf_t *body, const char *err) { free(arg); }
-
-static void on_helper_created(void *arg, int rc, long status, const sp_buf_t *body, const char *err)
-{
-    dk_helper_t *h = arg;
-    json_t *o = rc == 0 && status == 201 ? json_loadb((const char *)body->p, body->n, 0, NULL) : NULL;
-    json_t *id = json_object_get(o, "Id");
-    if (rc == 0 && json_is_string(id) && h->x->dk != NULL && !h->x->torn_down) {
-        char *path = sp_xasprintf("/exec/%s/start", json_string_value(id));
-        agent__dk_call(h->x->dk, "POST", path, "{\"Detach\":false,\"Tty\":false}", NULL, DK_TIMEOUT_MS, NULL,
-                       on_helper_done, h);
-        free(path);
-        h = NULL;
-    } else if (rc != SP_ECLOSED) {
-        char why[256];
-        sp_warn("agent", "task %s: cannot kill a step in its container: %s", h->x->task->task_id,
-                dk_why(rc, status, body, err, why, sizeof why));
-    }
-    json_decref(o);
-    free(h);
-}
-
-/* Runs argv in the primary as root, and forgets it. */
-static void dk_helper(agent__exec_t *x, json_t *argv)
-{
-    json_t *b = json_pack("{s:o, s:s, s:b, s:b, s:b}", "Cmd", argv, "User", "0", "AttachStdout", 1, "AttachStderr", 1,
-                          "Tty", 0);
-    char *js = json_dumps(b, JSON_COMPACT);
-    json_decref(b);
-    dk_helper_t *h = sp_xcalloc(1, sizeof *h);
-    h->x = x;
-    char *path = sp_xasprintf("/containers/%s/exec", x->ctr[0]);
-    agent__dk_call(x->dk, "POST", path, js, NULL, DK_TIMEOUT_MS, NULL, on_helper_created, h);
-    free(path);
-    free(js);
-}
-
-/* ---- steps in the primary ---- */
-
-static void dk_proc_end(proc_t *p, int64_t code)
-{
-    p->req = NULL;
-    p->exited = true;
-    p->exit_status = code;
-    p->eof[0] = p->eof[1] = true;
-    uv_timer_stop(&p->quiet_t);
-    maybe_complete(p);
-}
-
-static void on_exec_inspected(void *arg, int rc, long status, const sp_buf_t *body, const char *err);
-
-static void dk_inspect(proc_t *p)
-{
-    char *path = sp_xasprintf("/exec/%s/json", p->exec_id);
-    p->req = agent__dk_call(p->x->dk, "GET", path, NULL, NULL, DK_TIMEOUT_MS, NULL, on_exec_inspected, p);
-    free(path);
-}
-
-static void on_inspect_timer(uv_timer_t *t) { dk_inspect(t->data); }
-
-static void on_exec_inspected(void *arg, int rc, long status, const sp_buf_t *body, const char *err)
-{
-    proc_t *p = arg;
-    p->req = NULL;
-    json_t *o = rc == 0 && status == 200 ? json_loadb((const char *)body->p, body->n, 0, NULL) : NULL;
-    json_t *code = json_object_get(o, "ExitCode");
-    bool running = json_is_true(json_object_get(o, "Running"));
-    json_int_t c = json_is_integer(code) ? json_integer_value(code) : -1;
-    json_decref(o);
-    if (rc == 0 && running && ++p->inspect_tries < DK_INSPECT_TRIES && rc != SP_ECLOSED) {
-        /* The stream can end a moment before the daemon has seen the
-         * process exit. */
-        uv_timer_start(&p->quiet_t, on_inspect_timer, 10, 0);
-        return;
-    }
-    if (c < 0 && rc != SP_ECLOSED && p->killed == KILL_NONE) {
-        char why[256];
-        note(p, 1, "Cannot get the step's exit code from the container: %s",
-             rc == 0 && status == 200 ? "none reported" : dk_why(rc, status, body, err, why, sizeof why));
-    }
-    dk_proc_end(p, c);
-}
-
-/* The exec's output: frames of an 8-byte header (stream 1 stdout, 2
- * stderr; three zero bytes; a big-endian size) and the payload. */
-static bool dk_on_data(void *arg, const char *b, size_t n)
-{
-    proc_t *p = arg;
-    if (p->x->paused) return false;
-    while (n > 0) {
-        if (p->frame_left == 0) {
-            size_t k = 8 - p->hdrn < n ? 8 - p->hdrn : n;
-            memcpy(p->hdr + p->hdrn, b, k);
-            p->hdrn += k, b += k, n -= k;
-            if (p->hdrn < 8) break;
-            p->hdrn = 0;
-            p->frame_stream = p->hdr[0] == 2 ? 1 : 0;
-            p->frame_left = (size_t)p->hdr[4] << 24 | (size_t)p->hdr[5] << 16 | (size_t)p->hdr[6] << 8 | p->hdr[7];
-            continue;
-        }
-        size_t k = p->frame_left < n ? p->frame_left : n;
-        feed(p, p->frame_stream, b, k);
-        p->frame_left -= k, b += k, n -= k;
-    }
-    p->last_out = uv_now(&p->x->loop);
-    return true;
-}
-
-static void on_exec_stream_done(void *arg, int rc, long status, const sp_buf_t *body, const char *err)
-{
-    proc_t *p = arg;
-    p->req = NULL;
-    if (rc == 0 && status == 200) {
-        uv_timer_stop(&p->quiet_t);
-        dk_inspect(p);
-        return;
-    }
-    if (rc != SP_ECLOSED && p->killed == KILL_NONE) {
-        char why[256];
-        note(p, 1, "Cannot run the step in the container: %s", dk_why(rc, status, body, err, why, sizeof why));
-    }
-    dk_proc_end(p, -1);
-}
-
-static void on_exec_created(void *arg, int rc, long status, const sp_buf_t *body, const char *err)
-{
-    proc_t *p = arg;
-    p->req = NULL;
-    json_t *o = rc == 0 && status == 201 ? json_loadb((const char *)body->p, body->n, 0, NULL) : NULL;
-    json_t *id = json_object_get(o, "Id");
-    if (json_is_string(id)) p->exec_id = sp_xstrdup(json_string_value(id));
-    json_decref(o);
-    if (p->exec_id == NULL || p->killed != KILL_NONE) {
-        /* Killed before it started: nothing ran. */
-        if (p->exec_id == NULL && rc != SP_ECLOSED && p->killed == KILL_NONE) {
-            char why[256];
-            note(p, 1, "Cannot run the step in the container: %s", dk_why(rc, status, body, err, why, sizeof why));
-        }
-        dk_proc_end(p, -1);
-        return;
-    }
-    char *path = sp_xasprintf("/exec/%s/start", p->exec_id);
-    /* No time limit: no_output_timeout and the job's limit bound it. */
-    p->req = agent__dk_call(p->x->dk, "POST", path, "{\"Detach\":false,\"Tty\":false}", NULL, 0, dk_on_data,
-                            on_exec_stream_done, p);
-    free(path);
-}
-
-static void on_kill_wait(uv_timer_t *t)
-{
-    proc_t *p = t->data;
-    /* The kill did not end the stream (a daemon in trouble): stop
-     * waiting for it; the teardown removes the container. */
-    if (p->req != NULL) agent__dk_cancel(p->req);
-}
-
-static void dk_kill_step(proc_t *p)
-{
-    agent__exec_t *x = p->x;
-    if (p->dk_kill_sent || p->exec_id == NULL) return; /* no exec yet: on_exec_created sees p->killed */
-    p->dk_kill_sent = true;
-    json_t *argv = json_pack("[s, s, s, s, s, s]", "/bin/sh", "-c", dk_killer, "spool-kill", p->killf, p->pidf);
-    dk_helper(x, argv);
-    uv_timer_start(&p->quiet_t, on_kill_wait, DK_KILL_WAIT_MS, 0);
-}
-
-static bool dk_start_step(agent__exec_t *x, const agent__step_t *st, char **cmd, char **envp, const char *cwd,
-                          const char *bash)
-{
-    proc_t *p = sp_xcalloc(1, sizeof *p);
-    p->x = x;
-    p->st = st;
-    p->id = st->id;
-    p->background = st->background;
-    p->docker = true;
-    p->quiet_ms = st->no_output_timeout_ms;
-    agent__chunk_init(&p->chunk);
-    sp_buf_reserve(&p->chunk.buf, x->o.chunk_bytes + 1024);
-    uv_timer_init(&x->loop, &p->flush_t);
-    uv_timer_init(&x->loop, &p->quiet_t);
-    p->flush_t.data = p->quiet_t.data = p;
-    p->nopen = 2;
-    p->pidf = sp_xasprintf("%s/.spool-step-%d.pid", x->tmp, st->id);
-    p->killf = sp_xasprintf("%s/.spool-step-%d.kill", x->tmp, st->id);
-    unlink(p->pidf);
-    unlink(p->killf);
-
-    json_t *argv =
-        json_pack("[s, s, s, s, s, s, s]", "/bin/sh", "-c", dk_wrapper, "spool-step", p->pidf, p->killf, cwd);
-    for (char **c = cmd; *c; c++) json_array_append_new(argv, json_string(*c));
-    json_t *env = json_array();
-    for (char **e = envp; *e; e++) {
-        json_t *v = json_string(*e);
-        if (v != NULL) json_array_append_new(env, v); /* not UTF-8: left out */
-    }
-    json_t *b = json_pack("{s:o, s:o, s:b, s:b, s:b, s:b}", "Cmd", argv, "Env", env, "AttachStdin", 0, "AttachStdout",
-                          1, "AttachStderr", 1, "Tty", 0);
-    char *js = json_dumps(b, JSON_COMPACT);
-    json_decref(b);
-
-    x->sink.step_started(x->sink.arg, st->id, x->task->node_index, st->name, bash, wall_ms());
-    uv_update_time(&x->loop);
-    p->t0 = p->last_out = uv_now(&x->loop);
-    p->spawned = true;
-    p->next = x->procs;
-    x->procs = p;
-    if (p->quiet_ms > 0) uv_timer_start(&p->quiet_t, on_quiet_timer, (uint64_t)p->quiet_ms, 0);
-    char *path = sp_xasprintf("/containers/%s/exec", x->ctr[0]);
-    p->req = agent__dk_call(x->dk, "POST", path, js, NULL, DK_TIMEOUT_MS, NULL, on_exec_created, p);
-    free(path);
-    free(js);
-    if (p->background) return false;
-    x->fg = p;
-    return true;
-}
-
-/* ---- spin-up and teardown ---- */
-
-static void dk_spin_next(agent__exec_t *x);
-
-static void dk_spin_close(agent__exec_t *x, const char *status)
-{
-    synth_end(x->s0, status, status[0] == 's' ? 0 : -1);
-    free(x->s0);
-    x->s0 = NULL;
-}
-
-static void dk_spin_fail(agent__exec_t *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void dk_spin_fail(agent__exec_t *x, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(x->message, sizeof x->message, fmt, ap);
-    va_end(ap);
-    synth_line(x->s0, 1, "%s", x->message);
-    dk_spin_close(x, "failed");
-    x->infra = x->failed = true;
-    end_job(x);
-}
-
-static void on_spin_done(void *arg, int rc, long status, const sp_buf_t *body, const char *err)
-{
-    agent__exec_t *x = arg;
-    x->spin_req = NULL;
-    if (x->stop != AGENT__STOP_NONE || x->job_timer_fired) {
-        char d[32];
-        fmt_duration(x->task->job_timeout_ms, d, sizeof d);
-        if (x->job_timer_fired)
-            synth_line(x->s0, 1, "Build timed out (exceeded %s)", d);
-        else
-            synth_line(x->s0, 1,
-                       x->stop == AGENT__STOP_SHUTDOWN ? "The agent stopped before this step finished" : "Canceled");
-        dk_spin_close(x, x->job_timer_fired ? "timedout" : "canceled");
-        end_job(x);
-        return;
-    }
-    const agent__image_t *im = &x->task->images[x->spin_i];
-    char why[512];
-    switch (x->spin_phase) {
-    case SPIN_INSPECT:
-        if (rc == 0 && status == 200) {
-            x->spin_phase = SPIN_CREATE;
-        } else if (rc == 0 && status == 404) {
-            synth_line(x->s0, 0, "Pulling image %s", im->image);
-            x->spin_phase = SPIN_PULL;
-        } else {
-            dk_spin_fail(x, "Cannot inspect image %s: %s", im->image, dk_why(rc, status, body, err, why, sizeof why));
-            return;
-        }
-        break;
-    case SPIN_PULL:
-        if (rc == 0 && status == 200 && !dk_pull_error(body, why, sizeof why)) {
-            x->spin_phase = SPIN_CREATE;
-        } else {
-            if (rc != 0 || status != 200) dk_why(rc, status, body, err, why, sizeof why);
-            dk_spin_fail(x, "Cannot find or pull image %s: %s", im->image, why);
-            return;
-        }
-        break;
-    case SPIN_CREATE: {
-        json_t *o = rc == 0 && status == 201 ? json_loadb((const char *)body->p, body->n, 0, NULL) : NULL;
-        json_t *id = json_object_get(o, "Id");
-        bool made = json_is_string(id);
-        if (made) x->ctr[x->nctr++] = sp_xstrdup(json_string_value(id));
-        json_decref(o);
-        if (!made) {
-            dk_spin_fail(x, "Cannot create a container from image %s: %s", im->image,
-                         dk_why(rc, status, body, err, why, sizeof why));
-            return;
-        }
-        x->spin_phase = SPIN_START;
-        break;
-    }
-    case SPIN_START:
-        if (rc != 0 || (status != 204 && status != 304)) {
-            dk_spin_fail(x, "Cannot start the container of image %s: %s", im->image,
-                         dk_why(rc, status, body, err, why, sizeof why));
-            return;
-        }
-        if (x->spin_i == 0)
-            synth_line(x->s0, 0, "Started the primary container %.12s (%s)", x->ctr[0], im->image);
-        else
-            synth_line(x->s0, 0, "Started service container %.12s (%s%s%s) on localhost", x->ctr[x->spin_i], im->image,
-                       im->name ? ", " : "", im->name ? im->name : "");
-        x->spin_i++;
-        x->spin_phase = x->spin_i < x->task->nimages ? SPIN_INSPECT : SPIN_PROBE;
-        break;
-    case SPIN_PROBE:
-        x->bash_in_image = rc == 0 && status == 200;
-        free(x->shell_default);
-        x->shell_default = sp_xstrdup(x->bash_in_image ? "/bin/bash -eo pipefail" : "/bin/sh -eo pipefail");
-        synth_line(x->s0, 0, "Default shell: %s", x->shell_default);
-        dk_spin_close(x, "success");
-        env_step(x);
-        advance(x);
-        return;
-    }
-    dk_spin_next(x);
-}
-
-static char *dk_create_body(agent__exec_t *x, size_t i)
-{
-    const agent__task_t *task = x->task;
-    const agent__image_t *im = &task->images[i];
-    json_t *b = json_object(), *hc = json_object();
-    json_object_set_new(b, "Image", json_string(im->image));
-    json_t *env = json_array();
-    for (size_t k = 0; k < im->nenv; k++) {
-        char *kv = sp_xasprintf("%s=%s", im->env[k].name, im->env[k].value);
-        json_t *v = json_string(kv);
-        if (v) json_array_append_new(env, v);
-        free(kv);
-    }
-    json_object_set_new(b, "Env", env);
-    if (i == 0 && im->entrypoint == NULL && im->command == NULL) {
-        /* CircleCI ignores the primary image's entrypoint and command
-         * unless the config gives one: steps are what runs there. */
-        json_object_set_new(b, "Entrypoint", json_pack("[s]", "/bin/sh"));
-        json_object_set_new(b, "Cmd", json_pack("[s, s]", "-c", dk_idle));
-    } else {
-        if (im->entrypoint) json_object_set_new(b, "Entrypoint", dk_words(im->entrypoint));
-        if (im->command) json_object_set_new(b, "Cmd", dk_words(im->command));
-    }
-    if (im->user) json_object_set_new(b, "User", json_string(im->user));
-    json_object_set_new(b, "Labels",
-                        json_pack("{s:s, s:s}", "spool.task", task->task_id, "spool.work_dir", x->o.work_dir));
-    json_object_set_new(hc, "AutoRemove", json_false());
-    if (i == 0) {
-        char *bind = sp_xasprintf("%s:%s", x->task_dir, x->task_dir);
-        json_object_set_new(hc, "Binds", json_pack("[s]", bind));
-        free(bind);
-        json_t *hosts = json_array();
-        for (size_t k = 1; k < task->nimages; k++) {
-            if (task->images[k].name == NULL) continue;
-            char *h = sp_xasprintf("%s:127.0.0.1", task->images[k].name);
-            json_t *v = json_string(h);
-            if (v) json_array_append_new(hosts, v);
-            free(h);
-        }
-        json_object_set_new(hc, "ExtraHosts", hosts);
-    } else {
-        char *nm = sp_xasprintf("container:%s", x->ctr[0]);
-        json_object_set_new(hc, "NetworkMode", json_string(nm));
-        free(nm);
-    }
-    json_object_set_new(b, "HostConfig", hc);
-    char *js = json_dumps(b, JSON_COMPACT);
-    json_decref(b);
-    return js;
-}
-
-static void dk_spin_next(agent__exec_t *x)
-{
-    const agent__image_t *im = &x->task->images[x->spin_i];
-    char *path = NULL, *body = NULL, *hdr = NULL, *esc = NULL;
-    const char *method = "GET";
-    long timeout = DK_TIMEOUT_MS;
-    switch (x->spin_phase) {
-    case SPIN_INSPECT:
-        if (!dk_image_ok(im->image)) {
-            dk_spin_fail(x, "Invalid image name \"%s\"", im->image);
-            return;
-        }
-        path = sp_xasprintf("/images/%s/json", im->image);
-        break;
-    case SPIN_PULL:
-        esc = agent__dk_escape(im->image);
-        path = sp_xasprintf("/images/create?fromImage=%s%s", esc, dk_has_tag(im->image) ? "" : "&tag=latest");
-        method = "POST";
-        hdr = dk_auth_header(im);
-        timeout = DK_PULL_TIMEOUT_MS;
-        break;
-    case SPIN_CREATE:
-        path = sp_xstrdup("/containers/create");
-        body = dk_create_body(x, x->spin_i);
-        method = "POST";
-        break;
-    case SPIN_START:
-        path = sp_xasprintf("/containers/%s/start", x->ctr[x->spin_i]);
-        method = "POST";
-        break;
-    case SPIN_PROBE:
-        path = sp_xasprintf("/containers/%s/archive?path=/bin/bash", x->ctr[0]);
-        method = "HEAD";
-        break;
-    }
-    x->spin_req = agent__dk_call(x->dk, method, path, body, hdr, timeout, NULL, on_spin_done, x);
-    free(path);
-    free(body);
-    free(hdr);
-    free(esc);
-}
-
-static void dk_spin_begin(agent__exec_t *x)
-{
-    if (x->dk == NULL || x->task->nimages == 0) {
-        /* dk_spin_fail wants a client for the teardown; none is needed
-         * when nothing was created. */
-        snprintf(x->message, sizeof x->message, "%s",
-                 x->dk == NULL ? "cannot start a Docker API client" : "the task's docker executor names no image");
-        synth_line(x->s0, 1, "%s", x->message);
-        dk_spin_close(x, "failed");
-        x->infra = x->failed = true;
-        end_job(x);
-        return;
-    }
-    x->ctr = sp_xcalloc(x->task->nimages, sizeof *x->ctr);
-    for (size_t i = 0; i < x->task->nimages; i++)
-        synth_line(x->s0, 0, "%s image: %s%s%s", i == 0 ? "Primary" : "Service", x->task->images[i].image,
-                   x->task->images[i].name ? " as " : "", x->task->images[i].name ? x->task->images[i].name : "");
-    x->spin_phase = SPIN_INSPECT;
-    dk_spin_next(x);
-}
-
-static void dk_spin_stop(agent__exec_t *x)
-{
-    if (x->spin_req != NULL) agent__dk_cancel(x->spin_req); /* on_spin_done sees why */
-}
-
-static void dk_teardown_next(agent__exec_t *x);
-
-static void on_removed(void *arg, int rc, long status, const sp_buf_t *body, const char *err)
-{
-    agent__exec_t *x = arg;
-    char *id = x->ctr[--x->nctr];
-    if (rc != 0 || (status != 204 && status != 200 && status != 404)) {
-        char why[256];
-        sp_warn("agent", "task %s: cannot remove container %.12s: %s", x->task->task_id, id,
-                dk_why(rc, status, body, err, why, sizeof why));
-    }
-    free(id);
-    dk_teardown_next(x);
-}
-
-static void dk_teardown_next(agent__exec_t *x)
-{
-    if (x->nctr == 0) {
-        x->torn_down = true;
-        agent__dk_free(x->dk);
-        x->dk = NULL;
-        finish_job(x);
-        return;
-    }
-    /* Services first: they live in the primary's network namespace. */
-    char *path = sp_xasprintf("/containers/%s?force=true&v=true", x->ctr[x->nctr - 1]);
-    agent__dk_call(x->dk, "DELETE", path, NULL, NULL, DK_TIMEOUT_MS, NULL, on_removed, x);
-    free(path);
 }
 
 static void job_done(agent__exec_t *x)
 {
     if (!x->docker_on || x->torn_down || x->dk == NULL) {
-        finish_job(x);
+        agent__exec_finish_job(x);
         return;
     }
     if (x->tearing) return;
     x->tearing = true;
-    dk_teardown_next(x);
+    agent__dk_teardown_next(x);
 }
 
 /* ---- setup: steps 0 and 99 ------------------------------------------------ */
@@ -1698,20 +987,21 @@ static int cmp_env(const void *a, const void *b)
 static bool spin_up(agent__exec_t *x)
 {
     const agent__task_t *task = x->task;
-    synth_t s;
+    agent__synth_t s;
     synth_begin(&s, x, 0, "Spin up environment", NULL);
-    synth_line(&s, 0, "Spool agent %s%s%s", SP_VERSION, x->o.agent_name ? " on " : "",
-               x->o.agent_name ? x->o.agent_name : "");
-    synth_line(&s, 0, "Job %s #%lld, task %s", task->job_name, (long long)task->job_number, task->task_id);
-    if (x->docker_on) synth_line(&s, 0, "Executor: docker, through the Docker Engine API at %s", x->o.docker_socket);
+    agent__synth_line(&s, 0, "Spool agent %s%s%s", SP_VERSION, x->o.agent_name ? " on " : "",
+                      x->o.agent_name ? x->o.agent_name : "");
+    agent__synth_line(&s, 0, "Job %s #%lld, task %s", task->job_name, (long long)task->job_number, task->task_id);
+    if (x->docker_on)
+        agent__synth_line(&s, 0, "Executor: docker, through the Docker Engine API at %s", x->o.docker_socket);
     if (x->o.bwrap != NULL)
-        synth_line(&s, 0,
-                   "Sandbox: bubblewrap (%s): read-only /, writable task directory, private /tmp, own PID "
-                   "namespace",
-                   x->o.bwrap);
+        agent__synth_line(&s, 0,
+                          "Sandbox: bubblewrap (%s): read-only /, writable task directory, private /tmp, own PID "
+                          "namespace",
+                          x->o.bwrap);
     else
-        synth_line(&s, 0, "Sandbox: none (--no-sandbox): steps can write anywhere the agent can");
-    synth_line(&s, 0, "Creating task directory %s", x->task_dir);
+        agent__synth_line(&s, 0, "Sandbox: none (--no-sandbox): steps can write anywhere the agent can");
+    agent__synth_line(&s, 0, "Creating task directory %s", x->task_dir);
     int rc = agent__rmtree(x->task_dir);
     const char *what = x->task_dir;
     if (rc == 0 && (rc = agent__mkdirs(x->task_dir, 0755)) != 0) what = x->task_dir;
@@ -1743,35 +1033,35 @@ static bool spin_up(agent__exec_t *x)
     if (rc == 0 && !x->docker_on && (rc = ensure_dir(x, x->wd, err, sizeof err)) != 0)
         snprintf(x->message, sizeof x->message, "working_directory: %s", err);
     if (rc != 0) {
-        synth_line(&s, 1, "%s", x->message);
-        synth_end(&s, "failed", -1);
+        agent__synth_line(&s, 1, "%s", x->message);
+        agent__synth_end(&s, "failed", -1);
         return false;
     }
-    synth_line(&s, 0, "Working directory %s", x->wd);
+    agent__synth_line(&s, 0, "Working directory %s", x->wd);
     if (x->docker_on) {
-        /* Step 0 goes on while the containers start (dk_spin_begin). */
+        /* Step 0 goes on while the containers start (agent__dk_spin_begin). */
         x->s0 = sp_xmalloc(sizeof s);
         *x->s0 = s;
         return true;
     }
-    synth_end(&s, "success", 0);
-    env_step(x);
+    agent__synth_end(&s, "success", 0);
+    agent__exec_env_step(x);
     return true;
 }
 
 /* Step 99 lists what a step will see, names only: values may be secrets
  * (contexts, project variables). */
-static void env_step(agent__exec_t *x)
+void agent__exec_env_step(agent__exec_t *x)
 {
-    synth_t s;
+    agent__synth_t s;
     synth_begin(&s, x, 99, "Preparing environment variables", NULL);
     agent__env_t *sorted = sp_xcalloc(x->nenv + 1, sizeof *sorted);
     memcpy(sorted, x->env, x->nenv * sizeof *sorted);
     qsort(sorted, x->nenv, sizeof *sorted, cmp_env);
-    synth_line(&s, 0, "Using environment variables:");
-    for (size_t i = 0; i < x->nenv; i++) synth_line(&s, 0, "  %s", sorted[i].name);
+    agent__synth_line(&s, 0, "Using environment variables:");
+    for (size_t i = 0; i < x->nenv; i++) agent__synth_line(&s, 0, "  %s", sorted[i].name);
     free(sorted);
-    synth_end(&s, "success", 0);
+    agent__synth_end(&s, "success", 0);
 }
 
 /* ---- the public face -------------------------------------------------------- */
@@ -1885,9 +1175,9 @@ agent__status_t agent__exec_run(agent__exec_t *x, const char **message)
         agent__stop_t why = (agent__stop_t)atomic_load(&x->stop_req);
         if (why != AGENT__STOP_NONE) x->stop = why;
         if (x->docker_on)
-            dk_spin_begin(x); /* then steps 99, 101... once the containers run */
+            agent__dk_spin_begin(x); /* then steps 99, 101... once the containers run */
         else
-            advance(x);
+            agent__exec_advance(x);
         uv_run(&x->loop, UV_RUN_DEFAULT);
     }
     if (!x->o.keep_work) agent__rmtree(x->task_dir);
