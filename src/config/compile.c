@@ -15,12 +15,6 @@
 
 #include <stdio.h>
 #include <stdlib.h>
-#include <malloc.h>
-static void PROBE(const char *what, cfg__arena_t *a) {
-    if (!getenv("PROBE")) return;
-    struct mallinfo2 mi = mallinfo2();
-    fprintf(stderr, "%-10s arena_total=%zu inuse=%zu heap=%zu mmap=%zu\n", what, a->total, mi.uordblks, mi.arena, mi.hblkhd);
-}
 
 /* ---- element tables ---- */
 
@@ -271,7 +265,7 @@ static json_t *exec_value_plain(cc_t *cc, const char *k, const cfg__node_t *v)
             const char *s;
             size_t n;
             if (cc_scalar_text(v->pairs[i].v, buf, sizeof buf, &s, &n))
-                json_object_set_new(o, v->pairs[i].k->s, json_stringn_nocheck(s, n));
+                json_object_set_new(o, v->pairs[i].k->s, cc_share_str(cc, s, n));
         }
         return o;
     }
@@ -288,7 +282,7 @@ static json_t *exec_value_plain(cc_t *cc, const char *k, const cfg__node_t *v)
         size_t n;
         if (v->kind != CFG_SEQ && v->kind != CFG_MAP && v->kind != CFG_NULL &&
             cc_scalar_text(v, buf, sizeof buf, &s, &n))
-            return json_stringn_nocheck(s, n);
+            return cc_share_str(cc, s, n);
         cc_err(cc, v, "expected a string, got %s", cfg__kind_name(v));
         return NULL;
     }
@@ -296,9 +290,11 @@ static json_t *exec_value_plain(cc_t *cc, const char *k, const cfg__node_t *v)
 }
 
 /* Sets k in o; environments merge (the new value wins on a clash), a new
- * executor type replaces another. */
-static void merge_key(json_t *o, const char *k, json_t *v)
+ * executor type replaces another. v is shared with other jobs (see
+ * share.c); steps are shared one by one as they are made. */
+static void merge_key(cc_t *cc, json_t *o, const char *k, json_t *v)
 {
+    v = cc_share(cc, v);
     if (strcmp(k, "environment") == 0) {
         json_t *old = json_object_get(o, k);
         if (old && json_is_object(old) && json_is_object(v)) {
@@ -359,7 +355,7 @@ static bool apply_executor(cc_t *cc, const cfg__node_t *ref, const char *prefix,
         json_t *v = exec_value(cc, k, body->pairs[i].v);
         cc_pop(&cc->path, m);
         if (v)
-            merge_key(out, k, v);
+            merge_key(cc, out, k, v);
         else
             ok = false;
     }
@@ -494,7 +490,7 @@ static json_t *compile_job(cc_t *cc, const cc_elem_t *job, const cfg__node_t *ar
             else
                 ok = false;
         }
-        if (j) merge_key(out, k, j);
+        if (j) merge_key(cc, out, k, j);
         cc_pop(&cc->path, m);
     }
     (void)nexec;
@@ -1433,19 +1429,16 @@ int config_compile(const char *src, size_t n, const char *filename, const config
     cc->a = &arena;
     cc->errs = errs;
     cc->in = in ? in : &no_input;
-    PROBE("start", &arena);
     cfg__node_t *root = cfg__parse(&arena, src, n, errs);
-    PROBE("parsed", &arena);
     json_t *processed = root ? compile_root(cc, root) : NULL;
-    PROBE("compiled", &arena);
     r->version = cc->version;
     cc_cache_free(cc);
+    cc_share_free(cc);
     table_free(&cc->jobs);
     table_free(&cc->commands);
     table_free(&cc->executors);
     free(cc);
     cfg__arena_free(&arena);
-    PROBE("freed", &arena);
     r->errors = errs->errors;
     r->nerrors = errs->nerrors;
     r->more_errors = errs->more;

@@ -65,6 +65,10 @@ typedef struct {
     const void **ckeys;
     json_t **cvals;
     size_t ccap, cn;
+    /* Every value of the processed tree, once (see share.c). */
+    json_t **svals;
+    uint32_t *shash;
+    size_t scap, sn;
     const cc_elem_t *calls[CONFIG_MAX_CALL_DEPTH];
     int ncalls;
     cc_path_t path;
@@ -113,6 +117,17 @@ void cc_steps(cc_t *cc, const cfg__node_t *steps, const char *prefix, json_t *ou
 /* fn(cc, n), or the JSON it gave before for the same node and kind (1..7)
  * when n is part of the parsed config: shared, so never modified. */
 json_t *cc_cached(cc_t *cc, const cfg__node_t *n, int kind, json_t *(*fn)(cc_t *, const cfg__node_t *));
+
+/* Takes v and returns an equal value that is shared with the rest of the
+ * processed tree (v itself, or v freed and a reference to the equal one).
+ * Returns NULL for NULL. The result must not be modified. */
+json_t *cc_share(cc_t *cc, json_t *v);
+/* json_stringn_nocheck(s, n), shared. */
+json_t *cc_share_str(cc_t *cc, const char *s, size_t n);
+/* The object of n keys (copied) and values (taken; each already shared),
+ * in that order, shared. */
+json_t *cc_share_obj(cc_t *cc, const char *const *keys, json_t **vals, size_t n);
+void cc_share_free(cc_t *cc);
 
 /* Normalizes an `environment` value into a JSON object of strings
  * (possibly shared: copy before changing it). */

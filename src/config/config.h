@@ -78,7 +78,9 @@ typedef struct {
     size_t nerrors, more_errors;
 
     /* The processed config (valid only; NULL otherwise), owned by the
-     * result. Shape:
+     * result. Read-only: equal values in it (the same step in many jobs)
+     * are one jansson value referenced from each place, so a caller that
+     * changes it changes a json_deep_copy. Shape:
      *   { "version": 2,
      *     "jobs": { "<name>": { docker|machine|macos, resource_class,
      *                           parallelism, environment (object of

@@ -200,7 +200,7 @@ json_t *cc_cached(cc_t *cc, const cfg__node_t *n, int kind, json_t *(*fn)(cc_t *
         cc_spend(cc, n, n->size);
         return json_incref(hit);
     }
-    json_t *v = fn(cc, n);
+    json_t *v = cc_share(cc, fn(cc, n));
     if (stable && v && !cc->stop) cache_put(cc, key, json_incref(v));
     return v;
 }
@@ -776,7 +776,7 @@ static void env_set(cc_t *cc, json_t *o, const cfg__node_t *k, const cfg__node_t
         cc_pop(&cc->path, m);
         return;
     }
-    json_object_setn_new_nocheck(o, k->s, k->n, json_stringn_nocheck(s, n));
+    json_object_setn_new_nocheck(o, k->s, k->n, cc_share_str(cc, s, n));
 }
 
 static void env_assign(cc_t *cc, json_t *o, const cfg__node_t *item)
@@ -787,7 +787,7 @@ static void env_assign(cc_t *cc, json_t *o, const cfg__node_t *item)
         return;
     }
     size_t kl = (size_t)(eq - item->s);
-    json_object_setn_new_nocheck(o, item->s, kl, json_stringn_nocheck(eq + 1, item->n - kl - 1));
+    json_object_setn_new_nocheck(o, item->s, kl, cc_share_str(cc, eq + 1, item->n - kl - 1));
 }
 
 static json_t *env_build(cc_t *cc, const cfg__node_t *v)
@@ -885,13 +885,13 @@ static const builtin_t *find_builtin(const char *name)
     return NULL;
 }
 
-static json_t *scalar_json(const cfg__node_t *v)
+static json_t *scalar_json(cc_t *cc, const cfg__node_t *v)
 {
     char buf[64];
     const char *s;
     size_t n;
     cc_scalar_text(v, buf, sizeof buf, &s, &n);
-    return json_stringn_nocheck(s, n);
+    return cc_share_str(cc, s, n);
 }
 
 static bool is_scalar(const cfg__node_t *v)
@@ -899,7 +899,7 @@ static bool is_scalar(const cfg__node_t *v)
     return v->kind == CFG_STR || v->kind == CFG_INT || v->kind == CFG_FLOAT || v->kind == CFG_BOOL;
 }
 
-/* Checks and converts one key's value; NULL after an error. */
+/* Checks and converts one key's value (shared); NULL after an error. */
 static json_t *key_value(cc_t *cc, const kspec_t *k, const cfg__node_t *v)
 {
     switch (k->t) {
@@ -907,7 +907,7 @@ static json_t *key_value(cc_t *cc, const kspec_t *k, const cfg__node_t *v)
     case K_SCALAR:
         /* A number or boolean where text is expected is taken as its text,
          * as CircleCI's reader does for e.g. `name: 2`. */
-        if (is_scalar(v)) return scalar_json(v);
+        if (is_scalar(v)) return scalar_json(cc, v);
         cc_err(cc, v, "expected a string, got %s", cfg__kind_name(v));
         return NULL;
     case K_BOOL:
@@ -917,19 +917,19 @@ static json_t *key_value(cc_t *cc, const kspec_t *k, const cfg__node_t *v)
         cc_err(cc, v, "expected true or false, got %s", cfg__kind_name(v));
         return NULL;
     case K_INT:
-        if (v->kind == CFG_INT) return json_integer(v->i);
+        if (v->kind == CFG_INT) return cc_share(cc, json_integer(v->i));
         cc_err(cc, v, "expected an integer, got %s", cfg__kind_name(v));
         return NULL;
     case K_STRLIST: {
         if (v->kind == CFG_STR) { /* a single path is a list of one */
             json_t *a = json_array();
-            json_array_append_new(a, scalar_json(v));
-            return a;
+            json_array_append_new(a, scalar_json(cc, v));
+            return cc_share(cc, a);
         }
         if (!cc_want_str_list(cc, v, false)) return NULL;
         json_t *a = json_array();
-        for (uint32_t i = 0; i < v->n; i++) json_array_append_new(a, scalar_json(v->items[i]));
-        return a;
+        for (uint32_t i = 0; i < v->n; i++) json_array_append_new(a, scalar_json(cc, v->items[i]));
+        return cc_share(cc, a);
     }
     case K_ENV: return cc_env(cc, v);
     case K_DURATION: {
@@ -948,17 +948,63 @@ static json_t *key_value(cc_t *cc, const kspec_t *k, const cfg__node_t *v)
             cc_err(cc, v, "expected a duration such as 20m, 1.25h or 5s, got \"%.*s\"", (int)(n < 100 ? n : 100), s);
             return NULL;
         }
-        return json_stringn_nocheck(s, n);
+        return cc_share_str(cc, s, n);
     }
     case K_WHEN:
         if (v->kind == CFG_STR &&
             (strcmp(v->s, "always") == 0 || strcmp(v->s, "on_success") == 0 || strcmp(v->s, "on_fail") == 0))
-            return json_stringn_nocheck(v->s, v->n);
+            return cc_share_str(cc, v->s, v->n);
         cc_err(cc, v, "expected always, on_success or on_fail, got %s%s%s%s", cfg__kind_name(v),
                v->kind == CFG_STR ? " \"" : "", v->kind == CFG_STR ? v->s : "", v->kind == CFG_STR ? "\"" : "");
         return NULL;
     }
     return NULL;
+}
+
+/* Checks a built-in step's map of arguments and converts it into keys
+ * and shared values: command first, as CircleCI prints it, the rest in
+ * config order. Returns how many, or -1 after an error. */
+static int step_args(cc_t *cc, const builtin_t *b, const cfg__node_t *v, const char **keys, json_t **vals)
+{
+    const char *names[16];
+    size_t nk = 0;
+    for (const kspec_t *k = b->keys; k->key; k++) names[nk++] = k->key;
+    names[nk] = NULL;
+    bool ok = cc_known_keys(cc, v, names, b->name);
+    int n = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (uint32_t i = 0; i < v->n; i++) {
+            const cfg__pair_t *p = &v->pairs[i];
+            bool is_cmd = strcmp(p->k->s, "command") == 0;
+            if ((pass == 0) != is_cmd) continue;
+            const kspec_t *k = b->keys;
+            while (k->key && strcmp(k->key, p->k->s) != 0) k++;
+            if (k->key == NULL) continue;
+            if (p->v->kind == CFG_NULL && !k->required) continue;
+            size_t m = cc_push_key(&cc->path, k->key);
+            json_t *j = key_value(cc, k, p->v);
+            cc_pop(&cc->path, m);
+            if (j) {
+                keys[n] = k->key;
+                vals[n++] = j;
+            } else {
+                ok = false;
+            }
+        }
+    for (const kspec_t *k = b->keys; k->key; k++) {
+        cfg__pair_t *p = cfg__get(v, k->key);
+        if (k->required && (p == NULL || p->v->kind == CFG_NULL)) {
+            cc_err(cc, v, "%s needs %s", b->name, k->key);
+            ok = false;
+        }
+    }
+    if (b->keys == restore_cache_keys && !cfg__get(v, "key") && !cfg__get(v, "keys")) {
+        cc_err(cc, v, "restore_cache needs key or keys");
+        ok = false;
+    }
+    if (!ok)
+        while (n > 0) json_decref(vals[--n]);
+    return ok ? n : -1;
 }
 
 /* A built-in step with arguments (or its short forms). */
@@ -967,69 +1013,34 @@ static void builtin_step(cc_t *cc, const builtin_t *b, const cfg__node_t *key, c
     size_t m = cc_push_key(&cc->path, b->name);
     if (v->kind == CFG_NULL || (v->kind == CFG_STR && strcmp(v->s, b->name) == 0 && b->bare_ok)) {
         if (b->bare_ok) {
-            json_array_append_new(out, json_string(b->name));
+            json_array_append_new(out, cc_share_str(cc, b->name, strlen(b->name)));
         } else {
             cc_err(cc, key, "%s needs %s", b->name, b->keys == run_keys ? "a command" : "its arguments (a map)");
         }
         cc_pop(&cc->path, m);
         return;
     }
-    json_t *args = NULL;
+    const char *keys[16];
+    json_t *vals[16];
+    int n = -1;
     if (b->keys == run_keys && v->kind != CFG_MAP) {
         /* `run: <command>`: the command is also the step's name. */
         if (is_scalar(v)) {
-            args = json_object();
-            json_object_set_new(args, "command", scalar_json(v));
+            keys[0] = "command";
+            vals[0] = scalar_json(cc, v);
+            n = 1;
         } else {
             cc_err(cc, v, "expected a command (a string) or a map with command, got %s", cfg__kind_name(v));
         }
     } else if (v->kind != CFG_MAP) {
         cc_err(cc, v, "%s takes a map of arguments, got %s", b->name, cfg__kind_name(v));
     } else {
-        const char *names[16];
-        size_t nk = 0;
-        for (const kspec_t *k = b->keys; k->key; k++) names[nk++] = k->key;
-        names[nk] = NULL;
-        bool ok = cc_known_keys(cc, v, names, b->name);
-        args = json_object();
-        /* command first, as CircleCI prints it; the rest in config order. */
-        for (int pass = 0; pass < 2; pass++)
-            for (uint32_t i = 0; i < v->n; i++) {
-                const cfg__pair_t *p = &v->pairs[i];
-                bool is_cmd = strcmp(p->k->s, "command") == 0;
-                if ((pass == 0) != is_cmd) continue;
-                const kspec_t *k = b->keys;
-                while (k->key && strcmp(k->key, p->k->s) != 0) k++;
-                if (k->key == NULL) continue;
-                if (p->v->kind == CFG_NULL && !k->required) continue;
-                size_t m2 = cc_push_key(&cc->path, k->key);
-                json_t *j = key_value(cc, k, p->v);
-                cc_pop(&cc->path, m2);
-                if (j)
-                    json_object_set_new(args, k->key, j);
-                else
-                    ok = false;
-            }
-        for (const kspec_t *k = b->keys; k->key; k++) {
-            cfg__pair_t *p = cfg__get(v, k->key);
-            if (k->required && (p == NULL || p->v->kind == CFG_NULL)) {
-                cc_err(cc, v, "%s needs %s", b->name, k->key);
-                ok = false;
-            }
-        }
-        if (b->keys == restore_cache_keys && !cfg__get(v, "key") && !cfg__get(v, "keys")) {
-            cc_err(cc, v, "restore_cache needs key or keys");
-            ok = false;
-        }
-        if (!ok) {
-            json_decref(args);
-            args = NULL;
-        }
+        n = step_args(cc, b, v, keys, vals);
     }
-    if (args) {
-        json_t *step = json_object();
-        json_object_set_new(step, b->name, args);
-        json_array_append_new(out, step);
+    if (n >= 0) {
+        /* Most steps of a big config were made before (see share.c). */
+        json_t *args = cc_share_obj(cc, keys, vals, (size_t)n);
+        json_array_append_new(out, cc_share_obj(cc, &b->name, &args, 1));
     }
     cc_pop(&cc->path, m);
 }

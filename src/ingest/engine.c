@@ -735,7 +735,9 @@ int engine_config_result(engine_t *e, const engine_config_t *cr, engine_done_cb 
                       p->subject ?: "", "body", p->body ?: "", "source", cr->source ? cr->source : "", "compiled",
                       cr->compiled_yaml ? cr->compiled_yaml : "", "processed", text ? text : "{}"));
     free(text);
-    p->processed = json_deep_copy(cr->processed);
+    /* The processed tree is read-only and shares equal values inside:
+     * taking a reference (not a deep copy) keeps it small. */
+    p->processed = json_incref((json_t *)cr->processed);
     config_plan_t *plan = NULL;
     config_plan_opts_t po = {.branch = p->branch, .tag = p->tag};
     if (config_plan(p->processed, &po, &plan) != 0) {
