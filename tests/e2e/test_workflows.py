@@ -270,3 +270,37 @@ def test_agent_tokens_are_stored_hashed_and_revocable(ci):
     run_spool("tokens", "revoke", user["id"], data=ci.server.data, check=True)
     s, _, _ = ci.server.request("GET", "/api/v2/project/gh/acme/app", headers={"Circle-Token": user["token"]})
     assert s == 401
+
+
+def test_queued_jobs_survive_a_crash_of_the_server(tmp_path):
+    ci = CI(tmp_path, extra_args=["--lease-timeout", "1500"])
+    try:
+        ci.start()
+        s, body, _ = ci.server.request("PATCH", "/api/v2/project/gh/acme/app/settings", {"spool": {"concurrency": 1}},
+                                       admin=True)
+        assert s == 200, body
+        gate = tempfile.mktemp(dir="/var/tmp", prefix="spool-gate-")
+        wait = f"while [ ! -e {gate} ]; do sleep 0.05; done"
+        jobs = job("a", wait) + job("b", wait) + job("c", wait)
+        ci.repo.commit("three", {".circleci/config.yml": config(jobs, "      - a\n      - b\n      - c\n")})
+        ci.repo.push("main")
+        wait_job(ci, 1, "a", ("running",))
+        wait_job(ci, 1, "b", ("queued",))
+        wait_job(ci, 1, "c", ("queued",))
+        ci.server.kill()  # SIGKILL: the local agents and a's step die with it
+        ci.server.start()
+        q = json.loads(run_spool("queue", "--json", data=ci.server.data, check=True).stdout)
+        assert [j["name"] for j in q["jobs"]][-2:] == ["b", "c"], q["jobs"]
+        open(gate, "w").close()
+        p, wfs = ci.wait_pipeline(1)
+        jobs = ci.jobs(wfs[0]["id"])
+        assert {n: j["status"] for n, j in jobs.items()} == {"a": "infrastructure_fail", "b": "success",
+                                                              "c": "success"}
+        started = [e["body"]["id"] for e in map(json.loads, run_spool("log", "tail", "--json", data=ci.server.data,
+                                                                        check=True).stdout.splitlines())
+                   if e["type"] == "job.started"]
+        assert started.index(jobs["b"]["id"]) < started.index(jobs["c"]["id"])  # FIFO kept across the crash
+        os.unlink(gate)
+    finally:
+        if ci.server.proc is not None:
+            ci.server.kill()
