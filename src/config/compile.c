@@ -67,12 +67,28 @@ static cc_elem_t *table_get(cc_table_t *t, const char *name)
     return i >= 0 ? &t->v[i] : NULL;
 }
 
+/* The concatenation of up to four strings (NULL ends the list early), in
+ * the arena: names have no length limit, so no fixed buffer can hold them. */
+static char *arena_cat(cfg__arena_t *a, const char *s1, const char *s2, const char *s3, const char *s4)
+{
+    const char *parts[] = {s1, s2, s3, s4};
+    size_t n = 0, len[4] = {0};
+    for (int i = 0; i < 4 && parts[i]; i++) n += len[i] = strlen(parts[i]);
+    char *out = cfg__alloc(a, n + 1), *w = out;
+    for (int i = 0; i < 4 && parts[i]; i++) w = (char *)memcpy(w, parts[i], len[i]) + len[i];
+    *w = 0;
+    return out;
+}
+
 cc_elem_t *cc_lookup(cc_table_t *t, const char *prefix, const char *name)
 {
     if (prefix && *prefix) {
-        char full[600];
-        snprintf(full, sizeof full, "%s%s", prefix, name);
+        size_t pn = strlen(prefix), nn = strlen(name);
+        char *full = sp_xmalloc(pn + nn + 1);
+        memcpy(full, prefix, pn);
+        memcpy(full + pn, name, nn + 1);
         cc_elem_t *e = table_get(t, full);
+        free(full);
         if (e) return e;
     }
     return table_get(t, name);
@@ -543,11 +559,9 @@ static void register_elems(cc_t *cc, const cfg__node_t *map, const char *section
         const cfg__pair_t *p = &map->pairs[i];
         size_t m2 = cc_push_key(&cc->path, p->k->s);
         cc_elem_t e = {.key = p->k, .def = p->v, .prefix = prefix};
-        char buf[600];
-        snprintf(buf, sizeof buf, "%s%s", prefix, p->k->s);
-        e.name = cfg__strndup(cc->a, buf, strlen(buf));
-        snprintf(buf, sizeof buf, "%s%s.%s", path_prefix, section, p->k->s);
-        e.path = cfg__strndup(cc->a, buf, strlen(buf));
+        e.name = arena_cat(cc->a, prefix, p->k->s, NULL, NULL);
+        char *sec = arena_cat(cc->a, path_prefix, section, ".", NULL);
+        e.path = arena_cat(cc->a, sec, p->k->s, NULL, NULL);
         bool ok = true;
         if (strcmp(section, "commands") == 0 && p->v->kind == CFG_SEQ) {
             /* `name: [steps]` is a command without parameters. */
@@ -625,10 +639,8 @@ static void read_orbs(cc_t *cc, const cfg__node_t *orbs, const char *prefix, con
             static const char *const keys[] = {"version",   "description", "display",  "orbs", "commands",
                                                "executors", "jobs",        "examples", NULL};
             cc_known_keys(cc, p->v, keys, "an inline orb");
-            char pre[600], path[700];
-            snprintf(pre, sizeof pre, "%s%s/", prefix, p->k->s);
-            snprintf(path, sizeof path, "%sorbs.%s.", path_prefix, p->k->s);
-            const char *apre = cfg__strndup(cc->a, pre, strlen(pre));
+            const char *apre = arena_cat(cc->a, prefix, p->k->s, "/", NULL);
+            const char *path = arena_cat(cc->a, path_prefix, "orbs.", p->k->s, ".");
             cc_path_t saved = cc->path;
             cc_pop(&cc->path, m); /* element paths are absolute */
             snprintf(cc->path.s, sizeof cc->path.s, "%sorbs.%s", path_prefix, p->k->s);
