@@ -1141,11 +1141,18 @@ static bool workflow_item(cc_t *cc, const cfg__node_t *item, size_t idx, wjobs_t
                 ok = false;
                 continue;
             }
+            if (sl >= sizeof namebuf) {
+                cc_err(cc, np->v, "a job's name is longer than %zu characters", sizeof namebuf - 1);
+                ok = false;
+                continue;
+            }
             snprintf(namebuf, sizeof namebuf, "%.*s", (int)sl, s);
             name = namebuf;
         } else if (combo) {
-            size_t ln = (size_t)snprintf(namebuf, sizeof namebuf, "%s", ref);
-            for (uint32_t k = 0; k < combo->n && ln < sizeof namebuf - 70; k++) {
+            /* CircleCI's name-a-b naming, refused rather than cut when long. */
+            sp_buf_t nb = {0};
+            sp_buf_addstr(&nb, ref);
+            for (uint32_t k = 0; k < combo->n; k++) {
                 char buf[64];
                 const char *s;
                 size_t sl;
@@ -1153,8 +1160,15 @@ static bool workflow_item(cc_t *cc, const cfg__node_t *item, size_t idx, wjobs_t
                     s = "?";
                     sl = 1;
                 }
-                ln += (size_t)snprintf(namebuf + ln, sizeof namebuf - ln, "-%.*s",
-                                       (int)(sl < sizeof namebuf - ln - 2 ? sl : sizeof namebuf - ln - 2), s);
+                sp_buf_printf(&nb, "-%.*s", (int)sl, s);
+            }
+            bool fits = nb.n < sizeof namebuf;
+            if (fits) snprintf(namebuf, sizeof namebuf, "%.*s", (int)nb.n, (const char *)nb.p);
+            sp_buf_free(&nb);
+            if (!fits) {
+                cc_err(cc, item, "a matrix job's name (%s-...) is longer than %zu characters", ref, sizeof namebuf - 1);
+                ok = false;
+                continue;
             }
             name = namebuf;
         }

@@ -687,3 +687,42 @@ TEST(config_v21_command_recursion_and_expansion_bounds)
     free(e);
     sp_buf_free(&b);
 }
+
+/* Names have no fixed limit up to 1,023 characters (found by fuzz-config:
+ * names over 599 were cut when registered); beyond it they are refused,
+ * not cut. */
+TEST(config_v21_long_job_names)
+{
+    char name[701];
+    memset(name, 'n', sizeof name - 1);
+    name[sizeof name - 1] = 0;
+    sp_buf_t y = {0};
+    sp_buf_printf(&y,
+                  "version: 2.1\njobs:\n  %s:\n    docker: [{image: a}]\n    steps: [checkout]\n"
+                  "workflows:\n  w:\n    jobs: [%s]\n",
+                  name, name);
+    sp_buf_add(&y, "", 1);
+    config_result_t *r = th_compile((const char *)y.p, NULL);
+    T_ASSERT(r != NULL && r->valid);
+    config_result_free(r);
+    sp_buf_free(&y);
+
+    char long_value[1100];
+    memset(long_value, 'v', sizeof long_value - 1);
+    long_value[sizeof long_value - 1] = 0;
+    sp_buf_printf(&y,
+                  "version: 2.1\njobs:\n  b:\n    parameters: {p: {type: string}}\n    docker: [{image: a}]\n"
+                  "    steps: [checkout]\n"
+                  "workflows:\n  w:\n    jobs:\n      - b:\n          matrix: {parameters: {p: [%s]}}\n"
+                  "      - b: {name: '%s', p: x}\n",
+                  long_value, long_value);
+    sp_buf_add(&y, "", 1);
+    r = th_compile((const char *)y.p, NULL);
+    T_ASSERT(r != NULL && !r->valid);
+    char *e = th_errors(r);
+    T_ASSERT(strstr(e, "a matrix job's name (b-...) is longer than 1023 characters") != NULL);
+    T_ASSERT(strstr(e, "a job's name is longer than 1023 characters") != NULL);
+    free(e);
+    config_result_free(r);
+    sp_buf_free(&y);
+}
