@@ -6,134 +6,26 @@
  * the socket is the caller's credential) and over TCP for the 401s. */
 #include "test.h"
 
-#include "http/http.h"
+#include "server.h"
 
 #include <curl/curl.h>
 #include <jansson.h>
-#include <pthread.h>
-#include <semaphore.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <time.h>
 #include <zstd.h>
 
-/* ---- server (as in test_http.c) ---- */
-
-typedef struct {
-    uv_loop_t loop;
-    uv_async_t stop;
-    http_t *http;
-    log_t *log;
-    proj_t *proj;
-    pthread_t th;
-    sem_t ready;
-    int open_rc, close_rc;
-    char sock[4200];
-    char err[300];
-} srv_t;
-
-static void on_drained(void *arg) { uv_stop(&((srv_t *)arg)->loop); }
-static void on_stop(uv_async_t *a)
+/* A GET; the body parsed into r->json when it is JSON. */
+static int req_ex(tsrv_t *s, const char *path, bool admin, tresp_t *r)
 {
-    srv_t *s = a->data;
-    uv_close((uv_handle_t *)a, NULL);
-    http_drain(s->http, on_drained, s);
-}
-
-static void *srv_main(void *arg)
-{
-    srv_t *s = arg;
-    uv_loop_init(&s->loop);
-    http_opts_t o = {
-        .loop = &s->loop, .log = s->log, .proj = s->proj, .listen = "127.0.0.1:0", .admin_socket = s->sock};
-    s->open_rc = http_open(&s->http, &o, s->err, sizeof s->err);
-    uv_async_init(&s->loop, &s->stop, on_stop);
-    s->stop.data = s;
-    sem_post(&s->ready);
-    if (s->open_rc != 0) {
-        uv_close((uv_handle_t *)&s->stop, NULL);
-        uv_run(&s->loop, UV_RUN_DEFAULT);
-        uv_loop_close(&s->loop);
-        return NULL;
-    }
-    uv_run(&s->loop, UV_RUN_DEFAULT);
-    http_close(s->http);
-    uv_run(&s->loop, UV_RUN_DEFAULT);
-    s->close_rc = uv_loop_close(&s->loop);
-    return NULL;
-}
-
-static int srv_start(t_ctx_t *t, srv_t *s)
-{
-    /* as `spool serve` does: a client that hung up is an error code on
-     * write, not a signal */
-    signal(SIGPIPE, SIG_IGN);
-    memset(s, 0, sizeof *s);
-    snprintf(s->sock, sizeof s->sock, "%s", t_path(t, "spool.sock"));
-    int rc = log_open(&s->log, t_path(t, "log"), NULL, NULL, 0);
-    if (rc == 0) rc = proj_open(&s->proj, s->log, t_path(t, "views"), proj_all, proj_all_count, NULL, 0);
-    if (rc == 0) rc = proj_start(s->proj);
-    if (rc != 0) return rc;
-    sem_init(&s->ready, 0, 0);
-    pthread_create(&s->th, NULL, srv_main, s);
-    sem_wait(&s->ready);
-    return s->open_rc;
-}
-
-static void srv_stop(srv_t *s)
-{
-    if (s->open_rc == 0) uv_async_send(&s->stop);
-    pthread_join(s->th, NULL);
-    sem_destroy(&s->ready);
-    proj_close(s->proj);
-    log_close(s->log);
-}
-
-/* ---- requests ---- */
-
-typedef struct {
-    long status;
-    sp_buf_t body;
-    char ctype[128];
-    json_t *json; /* the body parsed, when it is JSON */
-} resp_t;
-
-static size_t on_body(char *p, size_t size, size_t n, void *arg)
-{
-    sp_buf_add(arg, p, size * n);
-    return size * n;
-}
-
-static int req_ex(srv_t *s, const char *path, bool admin, resp_t *r)
-{
-    memset(r, 0, sizeof *r);
-    CURL *c = curl_easy_init();
-    char url[1024];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", http_port(s->http), path);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    if (admin) curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, s->sock);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r->body);
-    curl_easy_setopt(c, CURLOPT_FORBID_REUSE, 1L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 20L);
-    CURLcode cc = curl_easy_perform(c);
-    if (cc == CURLE_OK) {
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
-        char *ct = NULL;
-        curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &ct);
-        if (ct) snprintf(r->ctype, sizeof r->ctype, "%s", ct);
-    }
-    curl_easy_cleanup(c);
-    sp_buf_add(&r->body, "", 1);
-    r->body.n--;
+    int rc = tsrv_request(s, "GET", path, NULL, admin, r);
     r->json = json_loadb((const char *)r->body.p, r->body.n, 0, NULL);
-    return cc == CURLE_OK ? 0 : SP_EIO;
+    return rc;
 }
 
 /* GET over the admin socket. */
-static int get(srv_t *s, const char *path, resp_t *r) { return req_ex(s, path, true, r); }
+static int get(tsrv_t *s, const char *path, tresp_t *r) { return req_ex(s, path, true, r); }
 
-static void resp_free(resp_t *r)
+static void resp_free(tresp_t *r)
 {
     sp_buf_free(&r->body);
     json_decref(r->json);
@@ -312,7 +204,7 @@ static uint64_t job_finished(log_t *log, const char *id, const char *status)
 /* The state most tests start from: project, pipeline 1 with workflow
  * w-1, job 1 (j-build) running with steps 0 and 99 done and step 101
  * started. */
-static int base_state(srv_t *s)
+static int base_state(tsrv_t *s)
 {
     add_project(s->log);
     add_pipeline(s->log, 1, "main", true);
@@ -329,16 +221,16 @@ static int base_state(srv_t *s)
     return seq ? proj_wait(s->proj, seq, 20000000000LL) : SP_EIO;
 }
 
-static int views_wait(srv_t *s, uint64_t seq) { return seq ? proj_wait(s->proj, seq, 20000000000LL) : SP_EIO; }
+static int views_wait(tsrv_t *s, uint64_t seq) { return seq ? proj_wait(s->proj, seq, 20000000000LL) : SP_EIO; }
 
 /* ---- tests ---- */
 
 TEST(api_pipeline_workflow_job_shapes)
 {
-    srv_t s;
-    T_OK(srv_start(t, &s));
+    tsrv_t s;
+    T_OK(tsrv_start(t, &s, true, 1));
     T_OK(base_state(&s));
-    resp_t r;
+    tresp_t r;
 
     T_OK(get(&s, "/api/v2/pipeline/p-0001", &r));
     T_EQ_U64(r.status, 200);
@@ -464,14 +356,14 @@ TEST(api_pipeline_workflow_job_shapes)
     T_EQ_STR(jstr(json_array_get(r.json, 0), "reponame"), "app");
     T_ASSERT(strstr(BODY(r), "sealed-secret") == NULL);
     resp_free(&r);
-    srv_stop(&s);
+    tsrv_stop(&s);
     T_EQ_U64(s.close_rc, 0);
 }
 
 TEST(api_unknown_ids_are_404_and_tokens_are_required)
 {
-    srv_t s;
-    T_OK(srv_start(t, &s));
+    tsrv_t s;
+    T_OK(tsrv_start(t, &s, true, 1));
     T_OK(base_state(&s));
     const char *missing[] = {
         "/api/v2/pipeline/nope",
@@ -491,7 +383,7 @@ TEST(api_unknown_ids_are_404_and_tokens_are_required)
         "/api/private/output/raw/gh/acme/app/1/output/0/55",
     };
     for (size_t i = 0; i < SP_ARRAY_LEN(missing); i++) {
-        resp_t r;
+        tresp_t r;
         T_OK(get(&s, missing[i], &r));
         if (r.status != 404) t_fail(t, __FILE__, __LINE__, "%s: %ld %s", missing[i], r.status, BODY(r));
         T_EQ_U64(r.status, 404);
@@ -500,7 +392,7 @@ TEST(api_unknown_ids_are_404_and_tokens_are_required)
     }
     /* a pipeline whose config is not fetched has no config */
     T_OK(views_wait(&s, add_pipeline(s.log, 2, "main", false)));
-    resp_t r;
+    tresp_t r;
     T_OK(get(&s, "/api/v2/pipeline/p-0002/config", &r));
     T_EQ_U64(r.status, 404);
     T_ASSERT(strstr(jstr(r.json, "message"), "no config") != NULL);
@@ -518,13 +410,13 @@ TEST(api_unknown_ids_are_404_and_tokens_are_required)
         T_ASSERT(json_is_string(json_object_get(r.json, "message")));
         resp_free(&r);
     }
-    srv_stop(&s);
+    tsrv_stop(&s);
 }
 
 TEST(api_pipelines_are_paged_newest_first_and_filtered_by_branch)
 {
-    srv_t s;
-    T_OK(srv_start(t, &s));
+    tsrv_t s;
+    T_OK(tsrv_start(t, &s, true, 1));
     add_project(s.log);
     uint64_t seq = 0;
     for (int n = 1; n <= 45; n++) seq = add_pipeline(s.log, n, n % 3 == 0 ? "feature/x y" : "main", true);
@@ -532,7 +424,7 @@ TEST(api_pipelines_are_paged_newest_first_and_filtered_by_branch)
     int seen[46] = {0}, expect = 45, pages = 0;
     char path[512] = "/api/v2/project/gh/acme/app/pipeline";
     for (;;) {
-        resp_t r;
+        tresp_t r;
         T_OK(get(&s, path, &r));
         T_EQ_U64(r.status, 200);
         json_t *items = json_object_get(r.json, "items");
@@ -559,7 +451,7 @@ TEST(api_pipelines_are_paged_newest_first_and_filtered_by_branch)
     T_EQ_U64(expect, 0);
 
     /* the branch filter (percent-encoded, '+' for a space) */
-    resp_t r;
+    tresp_t r;
     T_OK(get(&s, "/api/v2/project/gh/acme/app/pipeline?branch=feature%2Fx+y", &r));
     T_EQ_U64(r.status, 200);
     json_t *items = json_object_get(r.json, "items");
@@ -596,13 +488,13 @@ TEST(api_pipelines_are_paged_newest_first_and_filtered_by_branch)
         T_ASSERT(strstr(jstr(r.json, "message"), "page-token") != NULL);
         resp_free(&r);
     }
-    srv_stop(&s);
+    tsrv_stop(&s);
 }
 
 TEST(api_v11_build_steps_and_output)
 {
-    srv_t s;
-    T_OK(srv_start(t, &s));
+    tsrv_t s;
+    T_OK(tsrv_start(t, &s, true, 1));
     T_OK(base_state(&s));
     const char *c0[] = {"\x1b[32mok\x1b[0m 1", "ok 2", "!warning: slow"};
     const char *c1[] = {"ok 3", "!error: boom"};
@@ -610,7 +502,7 @@ TEST(api_v11_build_steps_and_output)
     T_OK(views_wait(&s, append_output(s.log, "j-build", 101, 0, 1, c1, 2)));
 
     /* running: step 101 has no output_url yet */
-    resp_t r;
+    tresp_t r;
     T_OK(get(&s, "/api/v1.1/project/gh/acme/app/1", &r));
     T_EQ_U64(r.status, 200);
     T_EQ_STR(jstr(r.json, "lifecycle"), "running");
@@ -727,14 +619,14 @@ TEST(api_v11_build_steps_and_output)
     T_OK(get(&s, "/api/private/output/raw/gh/acme/app/1/error/0/0", &r));
     T_EQ_U64(r.status, 204);
     resp_free(&r);
-    srv_stop(&s);
+    tsrv_stop(&s);
     T_EQ_U64(s.close_rc, 0);
 }
 
 /* ---- the live stream ---- */
 
 typedef struct {
-    srv_t *s;
+    tsrv_t *s;
     char path[256];
     pthread_mutex_t mu;
     sp_buf_t text;
@@ -774,7 +666,7 @@ static void *stream_main(void *arg)
     return NULL;
 }
 
-static pthread_t stream_open(stream_t *st, srv_t *s, const char *path, size_t stop_after)
+static pthread_t stream_open(stream_t *st, tsrv_t *s, const char *path, size_t stop_after)
 {
     memset(st, 0, sizeof *st);
     st->s = s;
@@ -846,8 +738,8 @@ static void step_text(json_t *events, int step, sp_buf_t *out)
 
 TEST(api_stream_joined_mid_job_gets_every_line_once_then_end)
 {
-    srv_t s;
-    T_OK(srv_start(t, &s));
+    tsrv_t s;
+    T_OK(tsrv_start(t, &s, true, 1));
     T_OK(base_state(&s));
     const char *c0[] = {"line 1", "line 2"};
     T_OK(views_wait(&s, append_output(s.log, "j-build", 101, 0, 0, c0, 2)));
@@ -910,14 +802,14 @@ TEST(api_stream_joined_mid_job_gets_every_line_once_then_end)
     json_decref(events);
     sp_buf_free(&st.text);
     pthread_mutex_destroy(&st.mu);
-    srv_stop(&s);
+    tsrv_stop(&s);
     T_EQ_U64(s.close_rc, 0);
 }
 
 TEST(api_stream_of_a_finished_job_with_much_output)
 {
-    srv_t s;
-    T_OK(srv_start(t, &s));
+    tsrv_t s;
+    T_OK(tsrv_start(t, &s, true, 1));
     T_OK(base_state(&s));
     /* 12 chunks of ~100 KB: more than one send's budget */
     enum { CHUNKS = 12, LINES = 1000 };
@@ -954,14 +846,14 @@ TEST(api_stream_of_a_finished_job_with_much_output)
     json_decref(events);
     sp_buf_free(&st.text);
     pthread_mutex_destroy(&st.mu);
-    srv_stop(&s);
+    tsrv_stop(&s);
     T_EQ_U64(s.close_rc, 0);
 }
 
 TEST(api_stream_client_gone_and_server_drain)
 {
-    srv_t s;
-    T_OK(srv_start(t, &s));
+    tsrv_t s;
+    T_OK(tsrv_start(t, &s, true, 1));
     T_OK(base_state(&s));
     /* a client that hangs up after the first bytes */
     stream_t gone;
@@ -977,7 +869,7 @@ TEST(api_stream_client_gone_and_server_drain)
     stream_t open;
     pthread_t th2 = stream_open(&open, &s, "/api/v2/project/gh/acme/app/job/1/output/stream", 0);
     T_ASSERT(stream_wait(&open, "after the client left"));
-    srv_stop(&s);
+    tsrv_stop(&s);
     T_ASSERT(stream_wait(&open, NULL));
     pthread_join(th2, NULL);
     T_ASSERT(strstr((const char *)open.text.p, "event: end") == NULL);

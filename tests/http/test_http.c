@@ -3,202 +3,89 @@
 #include "test.h"
 
 #include "../log/helpers.h"
-#include "http/http.h"
 
-#include <curl/curl.h>
+#include "server.h"
+
 #include <jansson.h>
-#include <pthread.h>
-#include <semaphore.h>
-
-typedef struct {
-    uv_loop_t loop;
-    uv_async_t stop;
-    http_t *http;
-    log_t *log;
-    proj_t *proj;
-    pthread_t th;
-    sem_t ready;
-    int open_rc;
-    int close_rc;
-    int threads;
-    char sock[4200];
-    char err[300];
-} srv_t;
-
-static void on_drained(void *arg) { uv_stop(&((srv_t *)arg)->loop); }
-static void on_stop(uv_async_t *a)
-{
-    srv_t *s = a->data;
-    uv_close((uv_handle_t *)a, NULL);
-    http_drain(s->http, on_drained, s);
-}
-
-static void *srv_main(void *arg)
-{
-    srv_t *s = arg;
-    uv_loop_init(&s->loop);
-    http_opts_t o = {
-        .loop = &s->loop, .log = s->log, .proj = s->proj, .listen = "127.0.0.1:0", .admin_socket = s->sock};
-    s->open_rc = http_open(&s->http, &o, s->err, sizeof s->err);
-    uv_async_init(&s->loop, &s->stop, on_stop);
-    s->stop.data = s;
-    sem_post(&s->ready);
-    if (s->open_rc != 0) {
-        uv_close((uv_handle_t *)&s->stop, NULL);
-        uv_run(&s->loop, UV_RUN_DEFAULT);
-        uv_loop_close(&s->loop);
-        return NULL;
-    }
-    uv_run(&s->loop, UV_RUN_DEFAULT);
-    http_close(s->http);
-    uv_run(&s->loop, UV_RUN_DEFAULT);
-    s->close_rc = uv_loop_close(&s->loop);
-    return NULL;
-}
-
-/* Opens log and views in dir and starts the server (projector optional). */
-static int srv_start_n(t_ctx_t *t, srv_t *s, bool start_projector, int threads)
-{
-    memset(s, 0, sizeof *s);
-    s->threads = threads;
-    snprintf(s->sock, sizeof s->sock, "%s", t_path(t, "spool.sock"));
-    int rc = log_open(&s->log, t_path(t, "log"), NULL, NULL, 0);
-    if (rc == 0) rc = proj_open(&s->proj, s->log, t_path(t, "views"), proj_all, proj_all_count, NULL, 0);
-    if (rc == 0 && start_projector) rc = proj_start(s->proj);
-    if (rc != 0) return rc;
-    sem_init(&s->ready, 0, 0);
-    pthread_create(&s->th, NULL, srv_main, s);
-    sem_wait(&s->ready);
-    return s->open_rc;
-}
-
-static int srv_start(t_ctx_t *t, srv_t *s, bool start_projector) { return srv_start_n(t, s, start_projector, 1); }
-
-static void srv_stop(srv_t *s)
-{
-    if (s->open_rc == 0) uv_async_send(&s->stop);
-    pthread_join(s->th, NULL);
-    sem_destroy(&s->ready);
-    proj_close(s->proj);
-    log_close(s->log);
-}
-
-typedef struct {
-    long status;
-    sp_buf_t body;
-    char ctype[128];
-} resp_t;
-
-static size_t on_body(char *p, size_t size, size_t n, void *arg)
-{
-    sp_buf_add(arg, p, size * n);
-    return size * n;
-}
-
-/* One request; unix_sock NULL means TCP to the server's port. */
-static int req(srv_t *s, const char *method, const char *path, const char *body, bool admin, resp_t *r)
-{
-    memset(r, 0, sizeof *r);
-    CURL *c = curl_easy_init();
-    char url[256];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", http_port(s->http), path);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    if (admin) curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, s->sock);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    if (body) curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r->body);
-    curl_easy_setopt(c, CURLOPT_FORBID_REUSE, 1L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 20L);
-    CURLcode cc = curl_easy_perform(c);
-    if (cc == CURLE_OK) {
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
-        char *ct = NULL;
-        curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &ct);
-        if (ct) snprintf(r->ctype, sizeof r->ctype, "%s", ct);
-    }
-    curl_easy_cleanup(c);
-    sp_buf_add(&r->body, "", 1);
-    r->body.n--;
-    return cc == CURLE_OK ? 0 : SP_EIO;
-}
 
 #define BODY(r) ((const char *)(r).body.p)
 
 TEST(http_health_and_errors_are_json)
 {
-    srv_t s;
-    T_OK(srv_start(t, &s, true));
-    resp_t r;
-    T_OK(req(&s, "GET", "/health-check", NULL, false, &r));
+    tsrv_t s;
+    T_OK(tsrv_start(t, &s, true, 1));
+    tresp_t r;
+    T_OK(tsrv_request(&s, "GET", "/health-check", NULL, false, &r));
     T_EQ_U64(r.status, 200);
     T_EQ_STR(BODY(r), "{\"status\":\"ok\"}");
     T_ASSERT(strstr(r.ctype, "application/json") != NULL);
     sp_buf_free(&r.body);
-    T_OK(req(&s, "GET", "/healthcheck", NULL, false, &r));
+    T_OK(tsrv_request(&s, "GET", "/healthcheck", NULL, false, &r));
     T_EQ_U64(r.status, 200);
     sp_buf_free(&r.body);
-    T_OK(req(&s, "GET", "/no/such/thing", NULL, false, &r));
+    T_OK(tsrv_request(&s, "GET", "/no/such/thing", NULL, false, &r));
     T_EQ_U64(r.status, 404);
     T_EQ_STR(BODY(r), "{\"message\":\"no such path: /no/such/thing\"}");
     sp_buf_free(&r.body);
-    T_OK(req(&s, "DELETE", "/status", NULL, false, &r));
+    T_OK(tsrv_request(&s, "DELETE", "/status", NULL, false, &r));
     T_EQ_U64(r.status, 405);
     T_ASSERT(strstr(BODY(r), "\"message\"") != NULL);
     sp_buf_free(&r.body);
     /* admin routes do not exist on TCP */
-    T_OK(req(&s, "POST", "/admin/log/append", "{}", false, &r));
+    T_OK(tsrv_request(&s, "POST", "/admin/log/append", "{}", false, &r));
     T_EQ_U64(r.status, 404);
     sp_buf_free(&r.body);
-    srv_stop(&s);
+    tsrv_stop(&s);
     T_EQ_U64(s.close_rc, 0); /* every handle closed */
 }
 
 TEST(http_append_on_admin_socket_reads_its_writes)
 {
-    srv_t s;
-    T_OK(srv_start(t, &s, true));
-    resp_t r;
-    T_OK(req(&s, "POST", "/admin/log/append", "{\"type\":\"system.note\",\"body\":{\"message\":\"hi\"}}", true, &r));
+    tsrv_t s;
+    T_OK(tsrv_start(t, &s, true, 1));
+    tresp_t r;
+    T_OK(tsrv_request(&s, "POST", "/admin/log/append", "{\"type\":\"system.note\",\"body\":{\"message\":\"hi\"}}", true,
+                      &r));
     T_EQ_U64(r.status, 201);
     T_EQ_STR(BODY(r), "{\"sequence\":1}");
     sp_buf_free(&r.body);
     /* the views already show it: no waiting */
-    T_OK(req(&s, "GET", "/status", NULL, false, &r));
+    T_OK(tsrv_request(&s, "GET", "/status", NULL, false, &r));
     T_EQ_U64(r.status, 200);
     T_ASSERT(strstr(BODY(r), "\"head_sequence\":1,") != NULL);
     T_ASSERT(strstr(BODY(r), "{\"name\":\"counts\",\"version\":1,\"checkpoint\":1,\"lag\":0}") != NULL);
     T_ASSERT(strstr(BODY(r), "\"events_by_type\":{\"system.note\":1}") != NULL);
     sp_buf_free(&r.body);
-    srv_stop(&s);
+    tsrv_stop(&s);
 }
 
 TEST(http_bad_append_is_400_and_appends_nothing)
 {
-    srv_t s;
-    T_OK(srv_start(t, &s, true));
+    tsrv_t s;
+    T_OK(tsrv_start(t, &s, true, 1));
     const char *bad[] = {"{not json", "{\"type\":\"nope\",\"body\":{}}", "{\"type\":\"system.note\",\"body\":{}}", ""};
     for (size_t i = 0; i < SP_ARRAY_LEN(bad); i++) {
-        resp_t r;
-        T_OK(req(&s, "POST", "/admin/log/append", bad[i], true, &r));
+        tresp_t r;
+        T_OK(tsrv_request(&s, "POST", "/admin/log/append", bad[i], true, &r));
         T_EQ_U64(r.status, 400);
         T_ASSERT(strncmp(BODY(r), "{\"message\":\"", 12) == 0);
         sp_buf_free(&r.body);
     }
     T_EQ_U64(log_head(s.log), 0);
-    srv_stop(&s);
+    tsrv_stop(&s);
 }
 
 TEST(http_metrics_are_prometheus_text)
 {
-    srv_t s;
-    T_OK(srv_start(t, &s, true));
-    resp_t r;
-    T_OK(req(&s, "POST", "/admin/log/append", "{\"type\":\"system.note\",\"body\":{\"message\":\"m\"}}", true, &r));
+    tsrv_t s;
+    T_OK(tsrv_start(t, &s, true, 1));
+    tresp_t r;
+    T_OK(tsrv_request(&s, "POST", "/admin/log/append", "{\"type\":\"system.note\",\"body\":{\"message\":\"m\"}}", true,
+                      &r));
     sp_buf_free(&r.body);
-    T_OK(req(&s, "GET", "/nope", NULL, false, &r));
+    T_OK(tsrv_request(&s, "GET", "/nope", NULL, false, &r));
     sp_buf_free(&r.body);
-    T_OK(req(&s, "GET", "/metrics", NULL, false, &r));
+    T_OK(tsrv_request(&s, "GET", "/metrics", NULL, false, &r));
     T_EQ_U64(r.status, 200);
     T_ASSERT(strstr(r.ctype, "text/plain; version=0.0.4") != NULL);
     const char *want[] = {
@@ -217,7 +104,7 @@ TEST(http_metrics_are_prometheus_text)
     for (size_t i = 0; i < SP_ARRAY_LEN(want); i++)
         if (strstr(BODY(r), want[i]) == NULL) t_fail(t, __FILE__, __LINE__, "metrics lack: %s", want[i]);
     sp_buf_free(&r.body);
-    srv_stop(&s);
+    tsrv_stop(&s);
 }
 
 TEST(http_ready_waits_for_views_to_catch_up)
@@ -226,10 +113,10 @@ TEST(http_ready_waits_for_views_to_catch_up)
     T_OK(log_open(&log, t_path(t, "log"), NULL, NULL, 0));
     for (int i = 0; i < 100; i++) th_note(log, "before start");
     log_close(log);
-    srv_t s;
-    T_OK(srv_start(t, &s, false)); /* projector not started yet */
-    resp_t r;
-    T_OK(req(&s, "GET", "/ready", NULL, false, &r));
+    tsrv_t s;
+    T_OK(tsrv_start(t, &s, false, 1)); /* projector not started yet */
+    tresp_t r;
+    T_OK(tsrv_request(&s, "GET", "/ready", NULL, false, &r));
     T_EQ_U64(r.status, 503);
     T_ASSERT(strstr(BODY(r), "views are catching up: applied 0 of 100 events") != NULL);
     sp_buf_free(&r.body);
@@ -237,70 +124,72 @@ TEST(http_ready_waits_for_views_to_catch_up)
     int64_t deadline = sp_mono_ns() + 20000000000LL;
     long status = 0;
     while (status != 200 && sp_mono_ns() < deadline) {
-        T_OK(req(&s, "GET", "/ready", NULL, false, &r));
+        T_OK(tsrv_request(&s, "GET", "/ready", NULL, false, &r));
         status = r.status;
         sp_buf_free(&r.body);
         if (status != 200) T_OK(proj_wait(s.proj, 100, 1000000000LL));
     }
     T_EQ_U64(status, 200);
-    srv_stop(&s);
+    tsrv_stop(&s);
 }
 
 TEST(http_views_dump_on_admin_socket)
 {
-    srv_t s;
-    T_OK(srv_start(t, &s, true));
-    resp_t r;
-    T_OK(req(&s, "POST", "/admin/log/append", "{\"type\":\"system.note\",\"body\":{\"message\":\"d\"}}", true, &r));
+    tsrv_t s;
+    T_OK(tsrv_start(t, &s, true, 1));
+    tresp_t r;
+    T_OK(tsrv_request(&s, "POST", "/admin/log/append", "{\"type\":\"system.note\",\"body\":{\"message\":\"d\"}}", true,
+                      &r));
     sp_buf_free(&r.body);
-    T_OK(req(&s, "GET", "/admin/views/dump", NULL, true, &r));
+    T_OK(tsrv_request(&s, "GET", "/admin/views/dump", NULL, true, &r));
     T_EQ_U64(r.status, 200);
     /* counts.type row: "system.note" -> 1 */
     T_ASSERT(strstr(BODY(r), "counts.type\t73797374656d2e6e6f7465\t0000000000000001\n") != NULL);
     sp_buf_free(&r.body);
-    T_OK(req(&s, "GET", "/admin/views/dump", NULL, false, &r));
+    T_OK(tsrv_request(&s, "GET", "/admin/views/dump", NULL, false, &r));
     T_EQ_U64(r.status, 404);
     sp_buf_free(&r.body);
-    srv_stop(&s);
+    tsrv_stop(&s);
 }
 
 TEST(http_several_workers_share_the_port)
 {
-    srv_t s;
-    T_OK(srv_start_n(t, &s, true, 3));
+    tsrv_t s;
+    T_OK(tsrv_start(t, &s, true, 3));
     enum { N = 60 };
     for (int i = 0; i < N; i++) {
-        resp_t r;
-        T_OK(req(&s, "GET", "/healthcheck", NULL, false, &r));
+        tresp_t r;
+        T_OK(tsrv_request(&s, "GET", "/healthcheck", NULL, false, &r));
         T_EQ_U64(r.status, 200);
         sp_buf_free(&r.body);
     }
     /* appends on the admin socket (worker 0) are seen by every worker */
-    resp_t r;
-    T_OK(req(&s, "POST", "/admin/log/append", "{\"type\":\"system.note\",\"body\":{\"message\":\"w\"}}", true, &r));
+    tresp_t r;
+    T_OK(tsrv_request(&s, "POST", "/admin/log/append", "{\"type\":\"system.note\",\"body\":{\"message\":\"w\"}}", true,
+                      &r));
     T_EQ_U64(r.status, 201);
     sp_buf_free(&r.body);
-    T_OK(req(&s, "GET", "/metrics", NULL, false, &r));
+    T_OK(tsrv_request(&s, "GET", "/metrics", NULL, false, &r));
     char want[64];
     snprintf(want, sizeof want, "spool_http_requests_total{code=\"200\"} %d\n", N);
     T_ASSERT(strstr(BODY(r), want) != NULL);
     sp_buf_free(&r.body);
-    srv_stop(&s);
+    tsrv_stop(&s);
     T_EQ_U64(s.close_rc, 0);
 }
 
 /* CircleCI's CLI validates configs through this endpoint (issue 4). */
 TEST(http_compile_config_with_defaults)
 {
-    srv_t s;
-    T_OK(srv_start(t, &s, true));
-    resp_t r;
+    tsrv_t s;
+    T_OK(tsrv_start(t, &s, true, 1));
+    tresp_t r;
     const char *ok = "{\"config_yaml\": \"version: 2.1\\nparameters:\\n  p: {type: string, default: d}\\njobs:\\n  "
                      "build:\\n    docker: [{image: a}]\\n    steps: [run: echo << pipeline.parameters.p >> << "
                      "pipeline.git.branch >> << pipeline.number >>]\\n\", \"options\": {\"owner_id\": \"o\", "
                      "\"pipeline_values\": {\"pipeline.git.branch\": \"dev\", \"pipeline.number\": 7}, "
                      "\"pipeline_parameters\": {\"p\": \"given\"}}}";
-    T_OK(req(&s, "POST", "/api/v2/compile-config-with-defaults", ok, false, &r));
+    T_OK(tsrv_request(&s, "POST", "/api/v2/compile-config-with-defaults", ok, false, &r));
     T_EQ_U64(r.status, 200);
     json_error_t je;
     json_t *j = json_loads(BODY(r), 0, &je);
@@ -314,7 +203,7 @@ TEST(http_compile_config_with_defaults)
 
     const char *bad = "{\"config_yaml\": \"version: 2.1\\njobs:\\n  build:\\n    docker: [{image: a}]\\n    steps: "
                       "[nope]\\n\"}";
-    T_OK(req(&s, "POST", "/api/v2/compile-config-with-defaults", bad, false, &r));
+    T_OK(tsrv_request(&s, "POST", "/api/v2/compile-config-with-defaults", bad, false, &r));
     T_EQ_U64(r.status, 200);
     j = json_loads(BODY(r), 0, &je);
     T_ASSERT(j != NULL);
@@ -325,9 +214,9 @@ TEST(http_compile_config_with_defaults)
     json_decref(j);
     sp_buf_free(&r.body);
 
-    T_OK(req(&s, "POST", "/api/v2/compile-config-with-defaults", "{\"options\": {}}", false, &r));
+    T_OK(tsrv_request(&s, "POST", "/api/v2/compile-config-with-defaults", "{\"options\": {}}", false, &r));
     T_EQ_U64(r.status, 400);
     T_EQ_STR(BODY(r), "{\"message\":\"config_yaml: expected the config as a string\"}");
     sp_buf_free(&r.body);
-    srv_stop(&s);
+    tsrv_stop(&s);
 }
