@@ -8,8 +8,11 @@
 const std = @import("std");
 
 const system_libs = [_][]const u8{
-    "lmdb", "uv", "msgpackc", "h2o", "curl", "ssl", "crypto", "jansson", "xxhash", "zstd", "yaml", "git2", "pcre2-8", "pthread", "m",
+    "lmdb", "uv", "msgpackc", "h2o", "http_parser", "ssl", "crypto", "jansson", "xxhash", "zstd", "yaml", "git2", "pcre2-8", "pthread", "m",
 };
+// The tests and benchmarks use libcurl as an independent client; the
+// product does not link it (it costs ~3 MB resident per process).
+const test_libs = [_][]const u8{"curl"};
 
 // Sanitizer and libFuzzer runtimes come from Debian's libclang-rt-14-dev:
 // Zig ships neither, and LLVM keeps their ABI stable across versions.
@@ -80,10 +83,11 @@ const Ctx = struct {
     stamp: std.Build.LazyPath,
 };
 
-fn linkDeps(ctx: Ctx, c: *std.Build.Step.Compile) void {
+fn linkDeps(ctx: Ctx, c: *std.Build.Step.Compile, with_test_libs: bool) void {
     c.linkLibC();
     c.addLibraryPath(.{ .cwd_relative = "/usr/lib/x86_64-linux-gnu" });
     for (system_libs) |l| c.linkSystemLibrary2(l, .{ .use_pkg_config = .no });
+    if (with_test_libs) for (test_libs) |l| c.linkSystemLibrary2(l, .{ .use_pkg_config = .no });
     if (ctx.fuzz) {
         // libFuzzer is C++: link Debian's libstdc++ (Zig would offer its own libc++).
         c.addObjectFile(.{ .cwd_relative = fuzzer_runtime });
@@ -106,7 +110,7 @@ fn program(ctx: Ctx, core: *std.Build.Step.Compile, name: []const u8, files: []c
     exe.addIncludePath(ctx.b.path("src"));
     exe.addIncludePath(ctx.b.path("tests"));
     exe.linkLibrary(core);
-    linkDeps(ctx, exe);
+    linkDeps(ctx, exe, !std.mem.eql(u8, name, "spool"));
     ctx.b.installArtifact(exe);
     return exe;
 }

@@ -10,9 +10,9 @@
  *   exec_docker.c  the docker executor: containers, steps as execs in them
  *                  (the two share exec_internal.h, which nobody else sees)
  *   sandbox.c      bubblewrap: probing, argv, killing a sandbox (Linux only)
- *   docker.c       an asynchronous Docker Engine API client (docker executor)
+ *   docker.c       the Docker Engine API client on hc (docker executor)
  *   fsutil.c       mkdir -p, rm -rf
- *   http.c         a small libcurl client (abortable, one per thread)
+ *   http.c         the blocking client of the server (abortable, one per thread)
  *   report.c       the uploader thread of one task: events, output, finish
  *   pool.c         the agent itself: register, claim, heartbeat, shutdown
  */
@@ -20,6 +20,7 @@
 #define SPOOL_AGENT_INTERNAL_H
 
 #include "agent.h"
+#include "../hc/hc.h"
 
 #include <sys/types.h>
 
@@ -216,34 +217,21 @@ void agent__exec_free(agent__exec_t *x);
  * the loop's thread. */
 
 typedef struct agent__dk agent__dk_t;
-typedef struct agent__dk_req agent__dk_req_t;
-
-/* The end of a request: rc 0 (status and body, borrowed for the call),
- * SP_EIO (no answer; err says why), SP_ETIMEDOUT, or SP_ECLOSED (it was
- * canceled). The request is freed after the callback returns. */
-typedef void (*agent__dk_done_cb)(void *arg, int rc, long status, const sp_buf_t *body, const char *err);
-/* Streamed body bytes. False: not taken; the transfer pauses until
- * agent__dk_resume, and the same bytes come again. */
-typedef bool (*agent__dk_data_cb)(void *arg, const char *p, size_t n);
+/* A request: valid until its done callback has returned. Stop one with
+ * hc_cancel, go on after a refused data callback with hc_resume. */
+typedef hc_req_t agent__dk_req_t;
 
 struct uv_loop_s;
 int agent__dk_new(agent__dk_t **out, struct uv_loop_s *loop, const char *socket);
 /* Starts a request. body (JSON, may be NULL) and header (one extra
  * "Name: value" line, may be NULL) are copied. timeout_ms 0: none. With
  * data, the body streams to it; without, it is collected (up to 4 MiB)
- * for done. The request stays valid until done is called. */
+ * for done. */
 agent__dk_req_t *agent__dk_call(agent__dk_t *d, const char *method, const char *path, const char *body,
-                                const char *header, long timeout_ms, agent__dk_data_cb data, agent__dk_done_cb done,
-                                void *arg);
-void agent__dk_resume(agent__dk_req_t *r);
-/* Ends a request now: done runs (SP_ECLOSED) before this returns. Not
- * from inside that request's own callbacks. */
-void agent__dk_cancel(agent__dk_req_t *r);
+                                const char *header, long timeout_ms, hc_data_cb data, hc_done_cb done, void *arg);
 /* Cancels what is in flight and closes the client; the loop must run
  * again for its handles to close (the memory goes then). */
 void agent__dk_free(agent__dk_t *d);
-/* URL-escapes s (caller frees with free). */
-char *agent__dk_escape(const char *s);
 /* A blocking request, for the pool's checks at start (no loop there). */
 int agent__dk_sync(const char *socket, const char *method, const char *path, const char *body, long timeout_ms,
                    long *status, sp_buf_t *resp, char *err, size_t errlen);

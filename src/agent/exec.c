@@ -597,7 +597,7 @@ static void resume_all(agent__exec_t *x)
         if (!p->docker)
             start_reading(p);
         else if (p->req != NULL)
-            agent__dk_resume(p->req); /* may feed output, and pause again, at once */
+            hc_resume(p->req); /* may feed output, and pause again, at once */
     }
 }
 

@@ -64,7 +64,7 @@ static const char dk_wrapper[] = "echo $$ >\"$1\" 2>/dev/null; [ -e \"$2\" ] && 
 static const char dk_killer[] = "touch \"$1\" 2>/dev/null; pg=$(cat \"$2\" 2>/dev/null); "
                                 "[ -n \"$pg\" ] && kill -9 -\"$pg\" 2>/dev/null; exit 0";
 
-/* The API's reason for a failed call: its JSON "message", or what curl
+/* The API's reason for a failed call: its JSON "message", or what hc
  * said, or the status. */
 static const char *dk_why(int rc, long status, const sp_buf_t *body, const char *err, char *buf, size_t n)
 {
@@ -313,7 +313,7 @@ static void on_kill_wait(uv_timer_t *t)
     agent__proc_t *p = t->data;
     /* The kill did not end the stream (a daemon in trouble): stop
      * waiting for it; the teardown removes the container. */
-    if (p->req != NULL) agent__dk_cancel(p->req);
+    if (p->req != NULL) hc_cancel(p->req);
 }
 
 void agent__dk_kill_step(agent__proc_t *p)
@@ -546,7 +546,7 @@ static void dk_spin_next(agent__exec_t *x)
         path = sp_xasprintf("/images/%s/json", im->image);
         break;
     case SPIN_PULL:
-        esc = agent__dk_escape(im->image);
+        esc = hc_escape(im->image);
         path = sp_xasprintf("/images/create?fromImage=%s%s", esc, dk_has_tag(im->image) ? "" : "&tag=latest");
         method = "POST";
         hdr = dk_auth_header(im);
@@ -597,7 +597,7 @@ void agent__dk_spin_begin(agent__exec_t *x)
 
 void agent__dk_spin_stop(agent__exec_t *x)
 {
-    if (x->spin_req != NULL) agent__dk_cancel(x->spin_req); /* on_spin_done sees why */
+    if (x->spin_req != NULL) hc_cancel(x->spin_req); /* on_spin_done sees why */
 }
 
 static void on_removed(void *arg, int rc, long status, const sp_buf_t *body, const char *err)

@@ -1,24 +1,32 @@
-/* A small HTTP client over libcurl for the agent's threads. Each thread
- * owns one client (a curl easy handle inside a private multi handle, so
- * the connection to the server is kept between requests). Requests run
- * through curl_multi_poll rather than curl_easy_perform so that another
- * thread can cut a long poll short with curl_multi_wakeup when the agent
- * stops. */
+/* The agent's blocking client of the server, one per thread. Each owns a
+ * private libuv loop with an hc client on it (which keeps the connection
+ * to the server between requests) and runs that loop only while a
+ * request is in flight. Another thread can cut a request short (a long
+ * poll, when the agent stops) through a uv_async. */
 #include "agent_internal.h"
 
-#include <curl/curl.h>
+#include "../hc/hc.h"
+
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <uv.h>
 
 struct agent__http {
-    CURLM *multi;
-    CURL *easy;
-    char *base;   /* "http://host:port[/prefix]" without a trailing slash */
-    char *socket; /* unix socket path, or NULL */
-    struct curl_slist *auth;
+    uv_loop_t loop;
+    uv_async_t wake;
+    hc_t *hc;
+    char *server; /* for messages */
+    char *auth;   /* "Authorization: Bearer ...\r\n" */
+    hc_req_t *cur;
     atomic_bool aborted;
-    char curl_err[CURL_ERROR_SIZE];
 };
+
+static void on_wake(uv_async_t *a)
+{
+    agent__http_t *h = sp_container_of(a, agent__http_t, wake);
+    if (atomic_load(&h->aborted) && h->cur != NULL) hc_cancel(h->cur);
+}
 
 int agent__http_new(agent__http_t **out, const char *server, const char *token, char *err, size_t errlen)
 {
@@ -26,42 +34,23 @@ int agent__http_new(agent__http_t **out, const char *server, const char *token, 
         snprintf(err, errlen, "no server or token");
         return SP_EINVAL;
     }
-    char *base, *sock = NULL;
-    if (strncmp(server, "unix:", 5) == 0) {
-        if (server[5] == 0) {
-            snprintf(err, errlen, "server \"%s\": expected unix:/path/to/socket", server);
-            return SP_EINVAL;
-        }
-        sock = sp_xstrdup(server + 5);
-        base = sp_xstrdup("http://localhost");
-    } else if (strncmp(server, "http://", 7) == 0 || strncmp(server, "https://", 8) == 0) {
-        base = sp_xstrdup(server);
-        size_t n = strlen(base);
-        while (n > 0 && base[n - 1] == '/') base[--n] = 0;
-    } else {
-        snprintf(err, errlen, "server \"%s\": expected http://host:port, https://host:port or unix:/path", server);
-        return SP_EINVAL;
-    }
     agent__http_t *h = sp_xcalloc(1, sizeof *h);
-    h->base = base;
-    h->socket = sock;
-    h->multi = curl_multi_init();
-    h->easy = curl_easy_init();
-    if (h->multi == NULL || h->easy == NULL) {
-        snprintf(err, errlen, "cannot initialise libcurl");
-        if (h->multi) curl_multi_cleanup(h->multi);
-        if (h->easy) curl_easy_cleanup(h->easy);
-        free(base);
-        free(sock);
+    if (uv_loop_init(&h->loop) != 0) {
+        snprintf(err, errlen, "cannot create an event loop");
         free(h);
         return SP_EIO;
     }
-    char *hdr = sp_xasprintf("Authorization: Bearer %s", token);
-    h->auth = curl_slist_append(NULL, hdr);
-    free(hdr);
-    /* libcurl's own "Expect: 100-continue" would add a round trip to
-     * every output upload above 1 KiB. */
-    h->auth = curl_slist_append(h->auth, "Expect:");
+    char why[256];
+    int rc = hc_new(&h->hc, &h->loop, server, why, sizeof why);
+    if (rc != 0) {
+        snprintf(err, errlen, "server %s", why);
+        uv_loop_close(&h->loop);
+        free(h);
+        return rc;
+    }
+    uv_async_init(&h->loop, &h->wake, on_wake);
+    h->server = sp_xstrdup(server);
+    h->auth = sp_xasprintf("Authorization: Bearer %s\r\n", token);
     sp_handle_opened();
     *out = h;
     return 0;
@@ -70,11 +59,13 @@ int agent__http_new(agent__http_t **out, const char *server, const char *token, 
 void agent__http_free(agent__http_t *h)
 {
     if (h == NULL) return;
-    curl_easy_cleanup(h->easy);
-    curl_multi_cleanup(h->multi);
-    curl_slist_free_all(h->auth);
-    free(h->base);
-    free(h->socket);
+    hc_free(h->hc);
+    uv_close((uv_handle_t *)&h->wake, NULL);
+    uv_run(&h->loop, UV_RUN_DEFAULT); /* the close callbacks */
+    uv_loop_close(&h->loop);
+    explicit_bzero(h->auth, strlen(h->auth));
+    free(h->auth);
+    free(h->server);
     free(h);
     sp_handle_closed();
 }
@@ -82,21 +73,30 @@ void agent__http_free(agent__http_t *h)
 void agent__http_abort(agent__http_t *h)
 {
     atomic_store(&h->aborted, true);
-    curl_multi_wakeup(h->multi);
+    uv_async_send(&h->wake);
 }
 
-char *agent__http_escape(const char *s)
-{
-    char *e = curl_easy_escape(NULL, s, 0);
-    char *r = sp_xstrdup(e ? e : "");
-    curl_free(e);
-    return r;
-}
+char *agent__http_escape(const char *s) { return hc_escape(s); }
 
-static size_t on_body(char *p, size_t size, size_t n, void *arg)
+typedef struct {
+    bool done;
+    int rc;
+    long status;
+    sp_buf_t *resp;
+    char *err;
+    size_t errlen;
+} post_t;
+
+static void on_done(void *arg, int rc, long status, const sp_buf_t *body, const char *err)
 {
-    sp_buf_add(arg, p, size * n);
-    return size * n;
+    post_t *p = arg;
+    p->done = true;
+    p->rc = rc;
+    p->status = status;
+    if (rc == 0)
+        sp_buf_add(p->resp, body->p, body->n);
+    else
+        snprintf(p->err, p->errlen, "%s", err);
 }
 
 int agent__http_post(agent__http_t *h, const char *path, const char *ctype, const void *body, size_t n, long timeout_ms,
@@ -106,63 +106,31 @@ int agent__http_post(agent__http_t *h, const char *path, const char *ctype, cons
         snprintf(err, errlen, "aborted");
         return SP_ECLOSED;
     }
-    char *url = sp_xasprintf("%s%s", h->base, path);
-    char *ct = sp_xasprintf("Content-Type: %s", ctype ? ctype : "application/json");
-    struct curl_slist *hdrs = NULL;
-    for (struct curl_slist *s = h->auth; s; s = s->next) hdrs = curl_slist_append(hdrs, s->data);
-    hdrs = curl_slist_append(hdrs, ct);
-    CURL *e = h->easy;
-    curl_easy_reset(e);
-    if (h->socket) curl_easy_setopt(e, CURLOPT_UNIX_SOCKET_PATH, h->socket);
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_POST, 1L);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, body ? body : "");
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)n);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, resp);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, h->curl_err);
-    curl_easy_setopt(e, CURLOPT_USERAGENT, "spool-agent/" SP_VERSION);
-    h->curl_err[0] = 0;
-    curl_multi_add_handle(h->multi, e);
-    int rc = 0, running = 1;
-    while (running) {
-        if (atomic_load(&h->aborted)) {
-            rc = SP_ECLOSED;
-            break;
-        }
-        CURLMcode mc = curl_multi_perform(h->multi, &running);
-        if (mc != CURLM_OK) {
-            snprintf(err, errlen, "%s", curl_multi_strerror(mc));
-            rc = SP_EIO;
-            break;
-        }
-        if (running) curl_multi_poll(h->multi, NULL, 0, 1000, NULL);
-    }
-    if (rc == 0) {
-        CURLcode cc = CURLE_OK;
-        int left;
-        CURLMsg *m;
-        while ((m = curl_multi_info_read(h->multi, &left)) != NULL)
-            if (m->msg == CURLMSG_DONE) cc = m->data.result;
-        if (cc == CURLE_OPERATION_TIMEDOUT) {
-            snprintf(err, errlen, "%s: timed out", url);
-            rc = SP_ETIMEDOUT;
-        } else if (cc != CURLE_OK) {
-            snprintf(err, errlen, "%s: %s", url, h->curl_err[0] ? h->curl_err : curl_easy_strerror(cc));
-            rc = SP_EIO;
-        } else {
-            curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, status);
-        }
-    } else if (rc == SP_ECLOSED) {
+    char why[256] = "";
+    post_t p = {.resp = resp, .err = why, .errlen = sizeof why};
+    char *hdrs = sp_xasprintf("%sContent-Type: %s\r\n", h->auth, ctype ? ctype : "application/json");
+    hc_call_t k = {.method = "POST",
+                   .path = path,
+                   .headers = hdrs,
+                   .body = body,
+                   .body_n = n,
+                   .timeout_ms = timeout_ms,
+                   .done = on_done,
+                   .arg = &p};
+    hc_req_t *r = hc_call(h->hc, &k);
+    explicit_bzero(hdrs, strlen(hdrs));
+    free(hdrs);
+    if (!p.done) h->cur = r;
+    /* An abort sent before the request started is seen here. */
+    if (!p.done && atomic_load(&h->aborted)) hc_cancel(r);
+    while (!p.done) uv_run(&h->loop, UV_RUN_ONCE);
+    h->cur = NULL;
+    if (p.rc == 0) {
+        *status = p.status;
+    } else if (p.rc == SP_ECLOSED) {
         snprintf(err, errlen, "aborted");
+    } else {
+        snprintf(err, errlen, "%s%s: %s", h->server, path, why);
     }
-    curl_multi_remove_handle(h->multi, e);
-    curl_slist_free_all(hdrs);
-    free(ct);
-    free(url);
-    return rc;
+    return p.rc;
 }

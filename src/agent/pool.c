@@ -25,7 +25,6 @@
  */
 #include "agent_internal.h"
 
-#include <curl/curl.h>
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
@@ -601,7 +600,7 @@ static int docker_check(const char *sock, const char *work_dir, char *err, size_
         return SP_EIO;
     }
     char *filter = sp_xasprintf("{\"label\":[\"spool.work_dir=%s\"]}", work_dir);
-    char *esc = agent__dk_escape(filter);
+    char *esc = hc_escape(filter);
     char *path = sp_xasprintf("/containers/json?all=true&filters=%s", esc);
     json_t *list = NULL;
     /* A primary goes only after its services (they use its network
@@ -686,10 +685,8 @@ int agent_pool_start(const agent_opts_t *o, agent_pool_t **out, char *err, size_
         free(abs);
         return rc;
     }
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     if (o->docker_socket != NULL && *o->docker_socket != 0 &&
         (rc = docker_check(o->docker_socket, abs, err, errlen)) != 0) {
-        curl_global_cleanup();
         free(bwrap);
         free(abs);
         return rc;
@@ -723,13 +720,11 @@ int agent_pool_start(const agent_opts_t *o, agent_pool_t **out, char *err, size_
     if ((rc = agent__http_new(&p->ctl, p->server, p->token, err, errlen)) != 0 ||
         (rc = agent__http_new(&p->hb, p->server, p->token, err, errlen)) != 0) {
         pool_free(p);
-        curl_global_cleanup();
         return rc;
     }
     if ((rc = pthread_create(&p->hb_th, NULL, hb_main, p)) != 0) {
         snprintf(err, errlen, "cannot start a thread: %s", strerror(rc));
         pool_free(p);
-        curl_global_cleanup();
         return -rc;
     }
     p->hb_started = true;
@@ -741,7 +736,6 @@ int agent_pool_start(const agent_opts_t *o, agent_pool_t **out, char *err, size_
         pthread_mutex_unlock(&p->mu);
         pthread_join(p->hb_th, NULL);
         pool_free(p);
-        curl_global_cleanup();
         return -rc;
     }
     if (!p->bwrap)
@@ -790,6 +784,5 @@ void agent_pool_stop(agent_pool_t *p)
     agent_pool_wait(p);
     pthread_join(p->ctl_th, NULL);
     pool_free(p);
-    curl_global_cleanup();
     sp_handle_closed();
 }

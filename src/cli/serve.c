@@ -8,7 +8,6 @@
 #include <getopt.h>
 #include <jansson.h>
 #include <malloc.h>
-#include <openssl/ssl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -149,12 +148,6 @@ static void on_caught_up(uv_async_t *a)
     if (reactor_config_open(&s->reactor, &ro, err, sizeof err) != 0) sp_error("serve", "%s", err);
     uv_timer_start(&s->tick, on_tick, 1000, 1000);
     if (s->o.slots > 0) {
-        /* libcurl initialises OpenSSL with every error string loaded,
-         * megabytes of tables the server never shows (the local agents
-         * talk over a unix socket); once refused here, later requests to
-         * load them are ignored. -2.7 MB idle RSS. */
-        OPENSSL_init_ssl(
-            OPENSSL_INIT_NO_LOAD_SSL_STRINGS | OPENSSL_INIT_NO_LOAD_CRYPTO_STRINGS | OPENSSL_INIT_NO_LOAD_CONFIG, NULL);
         char server[4200], work[4200];
         snprintf(server, sizeof server, "unix:%s", cli_admin_socket(s->o.data));
         snprintf(work, sizeof work, "%s/work", s->o.data);

@@ -200,7 +200,7 @@ void tp_stop(tp_podman_t *pm)
 int tp_containers(tp_podman_t *pm, const char *task)
 {
     char *filter = sp_xasprintf("{\"label\":[\"spool.task=%s\"]}", task);
-    char *esc = agent__dk_escape(filter);
+    char *esc = hc_escape(filter);
     char *path = sp_xasprintf("/containers/json?all=true&filters=%s", esc);
     sp_buf_t b = {0};
     long status = 0;

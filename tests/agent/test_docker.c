@@ -8,7 +8,6 @@
 #include "helpers.h"
 #include "podman.h"
 
-#include <curl/curl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,7 +72,6 @@ TEST(agent_docker_primary_and_service_env_exit_codes_streams)
 {
     tp_podman_t pm;
     NEED_PODMAN(&pm);
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     /* The primary's own environment comes from the config; the job's and
      * the step's come with each step. */
     const char *images = "[{\"image\":\"" TP_IMAGE "\",\"environment\":{\"IMGV\":\"from-image\"}}," SERVICE "]";
@@ -138,14 +136,12 @@ TEST(agent_docker_primary_and_service_env_exit_codes_streams)
     ta_cap_free(&c);
     free(json), free(steps), free(s1), free(s2), free(s3), free(s4), free(s5), free(s6);
     tp_stop(&pm);
-    curl_global_cleanup();
 }
 
 TEST(agent_docker_no_output_timeout_kills_the_step_not_the_job)
 {
     tp_podman_t pm;
     NEED_PODMAN(&pm);
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     char *s1 = ta_step(101, "echo start; sleep 30 & sleep 31", "\"no_output_timeout_s\":1");
     char *s2 = ta_step(102,
                        "if ps | grep -v grep | grep -q 'sleep 3[01]'; then echo alive; else echo gone; fi; "
@@ -171,7 +167,6 @@ TEST(agent_docker_no_output_timeout_kills_the_step_not_the_job)
     ta_cap_free(&c);
     free(json), free(steps), free(s1), free(s2);
     tp_stop(&pm);
-    curl_global_cleanup();
 }
 
 static bool cancel_on_output(void *arg, int step)
@@ -185,7 +180,6 @@ TEST(agent_docker_cancel_stops_and_removes_containers)
 {
     tp_podman_t pm;
     NEED_PODMAN(&pm);
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     char *s1 = ta_step(101, "echo started; sleep 60", NULL);
     char *s2 = ta_step(102, "echo after", "\"when\":\"always\"");
     char *steps = sp_xasprintf("%s,%s", s1, s2);
@@ -205,7 +199,6 @@ TEST(agent_docker_cancel_stops_and_removes_containers)
     ta_cap_free(&c);
     free(json), free(steps), free(s1), free(s2);
     tp_stop(&pm);
-    curl_global_cleanup();
 }
 
 /* A stop while the containers start (here: at step 0) cancels the spin-up
@@ -220,7 +213,6 @@ TEST(agent_docker_stop_during_spin_up)
 {
     tp_podman_t pm;
     NEED_PODMAN(&pm);
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     char *s1 = ta_step(101, "echo never", NULL);
     char *json = docker_task("[" PRIMARY "," SERVICE "]", NULL, NULL, s1);
     ta_cap_t c;
@@ -238,14 +230,12 @@ TEST(agent_docker_stop_during_spin_up)
     ta_cap_free(&c);
     free(json), free(s1);
     tp_stop(&pm);
-    curl_global_cleanup();
 }
 
 TEST(agent_docker_job_timeout)
 {
     tp_podman_t pm;
     NEED_PODMAN(&pm);
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     char *s1 = ta_step(101, "echo started; sleep 60", NULL);
     char *json = docker_task("[" PRIMARY "]", NULL, "\"limits\":{\"job_timeout_s\":3}", s1);
     ta_cap_t c;
@@ -260,14 +250,12 @@ TEST(agent_docker_job_timeout)
     ta_cap_free(&c);
     free(json), free(s1);
     tp_stop(&pm);
-    curl_global_cleanup();
 }
 
 TEST(agent_docker_missing_image_is_an_infrastructure_failure)
 {
     tp_podman_t pm;
     NEED_PODMAN(&pm);
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     /* The primary exists, the service's image does not (and cannot be
      * pulled: nothing answers on localhost:443). */
     char *s1 = ta_step(101, "echo never", NULL);
@@ -290,7 +278,6 @@ TEST(agent_docker_missing_image_is_an_infrastructure_failure)
     ta_cap_free(&c);
     free(json), free(s1);
     tp_stop(&pm);
-    curl_global_cleanup();
 }
 
 static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -315,7 +302,6 @@ TEST(agent_docker_checkout_is_seen_in_the_container)
 {
     tp_podman_t pm;
     NEED_PODMAN(&pm);
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     char repo[4200];
     snprintf(repo, sizeof repo, "%s", t_path(t, "repos/app"));
     T_OK(sh("set -e; git init -q -b main %s; cd %s; git config user.email t@example.com; git config user.name T; "
@@ -343,7 +329,6 @@ TEST(agent_docker_checkout_is_seen_in_the_container)
     ta_cap_free(&c);
     free(json), free(steps), free(s2);
     tp_stop(&pm);
-    curl_global_cleanup();
 }
 
 /* Without a Docker socket a docker task runs with the shell executor
@@ -411,7 +396,6 @@ TEST(agent_docker_non_root_user_writes_home_and_checkout)
 {
     tp_podman_t pm;
     NEED_PODMAN(&pm);
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     char repo[4200];
     snprintf(repo, sizeof repo, "%s", t_path(t, "repos/app"));
     T_OK(sh("set -e; git init -q -b main %s; cd %s; git config user.email t@example.com; git config user.name T; "
@@ -446,5 +430,4 @@ TEST(agent_docker_non_root_user_writes_home_and_checkout)
     ta_cap_free(&c);
     free(json), free(steps), free(s2), free(s3);
     tp_stop(&pm);
-    curl_global_cleanup();
 }

@@ -1,5 +1,5 @@
 /* The agent as a whole (agent_pool_*): real HTTP over a unix socket with
- * libcurl to the fake server of fake_server.c, real tasks in a real
+ * the agent's hc client to the fake server of fake_server.c, real tasks in a real
  * sandbox. Waits are bounded by the server's condition variable with a
  * deadline. */
 #include "fake_server.h"

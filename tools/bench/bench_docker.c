@@ -21,7 +21,6 @@
  */
 #include "agent/agent_internal.h"
 
-#include <curl/curl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,7 +87,6 @@ int main(int argc, char **argv)
     char tmpl[] = "/tmp/bench-docker-XXXXXX";
     char *work = dir ? (char *)dir : mkdtemp(tmpl);
     if (work == NULL) return 1;
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     char *bwrap = NULL, err[512];
     if (!no_sandbox && agent__sandbox_probe(&bwrap, err, sizeof err) != 0) {
         fprintf(stderr, "%s\n", err);
@@ -124,6 +122,5 @@ int main(int argc, char **argv)
     for (int k = 0; k < 3; k++) free(t[k]);
     free(shell), free(one), free(two), free(bwrap);
     if (dir == NULL) rmdir(work);
-    curl_global_cleanup();
     return 0;
 }
