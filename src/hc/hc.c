@@ -319,11 +319,11 @@ static int on_body(http_parser *p, const char *at, size_t n)
         if (r->resp.n < max) sp_buf_add(&r->resp, at, n < max - r->resp.n ? n : max - r->resp.n);
         return 0;
     }
-    if (!r->call.data(r->call.arg, at, n)) {
-        /* The parser counts these bytes as read: keep them for the resume. */
+    /* Refused bytes, and what the parser finds after them in the bytes
+     * already read, wait in hold; reading stops until hc_resume. */
+    if (r->paused || !r->call.data(r->call.arg, at, n)) {
         sp_buf_add(&r->hold, at, n);
         r->paused = true;
-        http_parser_pause(p, 1);
     }
     return 0;
 }
@@ -363,7 +363,7 @@ static void req_retry(hc_req_t *r)
 static void req_progress(hc_req_t *r)
 {
     h2o_socket_t *sock = r->conn->sock;
-    while (sock->input->size > 0 && !r->paused && !r->complete) {
+    while (sock->input->size > 0 && !r->complete) {
         size_t n = http_parser_execute(&r->parser, &parser_settings, sock->input->bytes, sock->input->size);
         enum http_errno e = HTTP_PARSER_ERRNO(&r->parser);
         h2o_buffer_consume(&sock->input, n);
@@ -374,12 +374,12 @@ static void req_progress(hc_req_t *r)
             return;
         }
     }
-    if (r->complete) {
-        req_finish(r, 0, NULL);
-        return;
-    }
     if (r->paused) {
         h2o_socket_read_stop(sock);
+        return;
+    }
+    if (r->complete) {
+        req_finish(r, 0, NULL);
         return;
     }
     if (r->eof == NULL) {
@@ -518,7 +518,6 @@ void hc_resume(hc_req_t *r)
         r->hold.n = 0;
     }
     r->paused = false;
-    http_parser_pause(&r->parser, 0);
     /* The rest is parsed on the next loop turn, not inside the caller. */
     r->kick = true;
     uv_timer_start(&r->timer, on_timer, 0, 0);
