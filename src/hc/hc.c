@@ -161,7 +161,10 @@ static void on_handshake(h2o_socket_t *sock, const char *err)
     if (err != NULL) {
         hc_req_t *r = k->req;
         conn_close(k);
-        if (r) req_conn_failed(r, err);
+        if (r) {
+            snprintf(r->err, sizeof r->err, "TLS with %s failed: %s", k->c->host, err);
+            req_conn_failed(r, NULL);
+        }
         return;
     }
     if (k->req) req_send(k->req, k);
