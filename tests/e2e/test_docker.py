@@ -1,7 +1,7 @@
 """`spool agent --docker-socket` as a process, against a real podman API
 service (`podman system service`, private storage under the test's
 directory, an image built here from busybox-static: nothing is pulled)
-and a small stand-in for the server side of the agent protocol.
+and a real `spool serve` without local agents.
 
 - the agent advertises the label "docker" and runs a docker task with a
   primary and a service container, then removes them;
@@ -18,18 +18,14 @@ import os
 import shutil
 import signal
 import socket
-import socketserver
 import subprocess
 import tempfile
-import threading
 import urllib.parse
-from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from conftest import ENV, SPOOL, run_spool, wait_for
 
-TOKEN = "agent-token"
 IMAGE = "localhost/spool-e2e-busybox:1"
 
 pytestmark = pytest.mark.skipif(shutil.which("podman") is None or shutil.which("busybox") is None,
@@ -166,103 +162,58 @@ def podman(tmp_path):
         pm.stop()
 
 
-class ProtocolServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-
-    def __init__(self, path):
-        self.lock = threading.Condition()
-        self.tasks, self.events, self.finishes, self.registers = [], [], [], []
-        super().__init__(path, Handler)
-
-    def add_task(self, task):
-        with self.lock:
-            self.tasks.append(task)
-            self.lock.notify_all()
+SERVICE = ("      - image: " + IMAGE + "\n        name: web\n        command: [\"/bin/sh\", \"-c\", "
+           "\"mkdir -p /www && echo up >/www/index.html && exec httpd -f -p 8080 -h /www\"]\n")
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def reply(self, status, body=None):
-        data = json.dumps(body).encode() if body is not None else b""
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_POST(self):
-        srv = self.server
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        if self.headers.get("Authorization") != f"Bearer {TOKEN}":
-            return self.reply(401, {"message": "bad token"})
-        path = self.path
-        if path == "/api/agent/v1/register":
-            with srv.lock:
-                srv.registers.append(json.loads(body))
-            return self.reply(201, {"agent_id": "a1", "heartbeat_ms": 1000, "lease_timeout_ms": 30000})
-        if path.startswith("/api/agent/v1/claim"):
-            with srv.lock:
-                srv.lock.wait_for(lambda: srv.tasks, timeout=0.5)
-                if not srv.tasks:
-                    return self.reply(204)
-                task = srv.tasks.pop(0)
-            return self.reply(200, {"task": task})
-        if path == "/api/agent/v1/heartbeat":
-            return self.reply(200, {"cancel": []})
-        if path.endswith("/events"):
-            with srv.lock:
-                srv.events += json.loads(body)["events"]
-                srv.lock.notify_all()
-            return self.reply(200, {"cancel": False})
-        if "/output?" in path:
-            return self.reply(200, {"cancel": False})
-        if path.endswith("/finish"):
-            with srv.lock:
-                srv.finishes.append(json.loads(body))
-                srv.lock.notify_all()
-            return self.reply(200, {})
-        return self.reply(404, {"message": "no route"})
+def docker_config(steps):
+    runs = "".join(f"      - run: {json.dumps(c)}\n" for c in steps)
+    return (f"version: 2.1\njobs:\n  build:\n    docker:\n      - image: {IMAGE}\n{SERVICE}"
+            f"    steps:\n{runs}workflows:\n  main:\n    jobs: [build]\n")
 
 
 @pytest.fixture
-def server(tmp_path):
-    srv = ProtocolServer(str(tmp_path / "agent.sock"))
-    th = threading.Thread(target=srv.serve_forever, daemon=True)
-    th.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+def dci(tmp_path):
+    from test_pipelines import CI
+    c = CI(tmp_path, slots=0).start()
+    c.agent_token = json.loads(run_spool("agents", "token", "create", "docker", data=c.server.data,
+                                         check=True).stdout)["token"]
+    yield c
+    if c.server.proc is not None:
+        c.server.kill()
 
 
-SERVICE = {"image": IMAGE, "name": "web",
-           "command": ["/bin/sh", "-c", "mkdir -p /www && echo up >/www/index.html && exec httpd -f -p 8080 -h /www"]}
-
-
-def docker_task(task_id, steps, images):
-    return {"task_id": task_id, "lease": "lease-" + task_id, "job_id": "j", "job_number": 1, "job_name": "build",
-            "environment": {"CI": "true"}, "working_directory": "~/project", "limits": {"job_timeout_s": 120},
-            "executor": {"type": "docker", "image": images[0]["image"], "images": images,
-                         "resource_class": "medium"},
-            "steps": [{"id": 101 + i, "type": "run", "name": f"s{i}", "command": c} for i, c in enumerate(steps)]}
-
-
-def start_agent(tmp_path, server, podman_socket, *extra):
-    args = [SPOOL, "agent", "--server", "unix:" + server.server_address, "--work-dir", str(tmp_path / "work"),
-            "--name", "e2e-docker", "--docker-socket", podman_socket, *extra]
+def start_agent(tmp_path, dci, podman_socket, *extra):
+    args = [SPOOL, "agent", "--server", f"http://{dci.server.host}:{dci.server.port}", "--work-dir",
+            str(tmp_path / "work"), "--name", "e2e-docker", "--docker-socket", podman_socket, "--cpus", "8",
+            "--memory-mb", "16384", *extra]
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=dict(ENV, SPOOL_AGENT_TOKEN=TOKEN), text=True)
+                            env=dict(ENV, SPOOL_AGENT_TOKEN=dci.agent_token), text=True)
 
 
-def test_agent_docker_runs_a_task_in_containers(tmp_path, server, podman):
+def build_steps(dci, number=1):
+    """{step: (status, exit_code)} of pipeline number's build job, once it has a workflow."""
+    s, p = dci.api(f"/api/v2/project/gh/acme/app/pipeline/{number}")
+    if s != 200:
+        return None
+    s, wfs = dci.api(f"/api/v2/pipeline/{p['id']}/workflow")
+    if s != 200 or not wfs["items"]:
+        return None
+    job = dci.jobs(wfs["items"][0]["id"])["build"]
+    if "job_number" not in job:
+        return None
+    s, build = dci.api(f"/api/v1.1/project/gh/acme/app/{job['job_number']}")
+    return {st["actions"][0]["step"]: (st["actions"][0]["status"], st["actions"][0].get("exit_code"))
+            for st in build["steps"]} if s == 200 else None
+
+
+def test_agent_docker_runs_a_task_in_containers(tmp_path, dci, podman):
     steps = ["test \"$(id -u)\" = 0 && test -d \"$CIRCLE_WORKING_DIRECTORY\"",
              "for i in $(seq 100); do wget -qO- http://web:8080/ && exit 0; sleep 0.1; done; exit 1",
              "exit 4"]
-    server.add_task(docker_task("d1", steps, [{"image": IMAGE}, SERVICE]))
-    p = start_agent(tmp_path, server, podman.socket, "--once")
+    dci.repo.commit("ci", {".circleci/config.yml": docker_config(steps)})
+    dci.repo.push("main")
+    p = start_agent(tmp_path, dci, podman.socket, "--once")
     try:
         rc = p.wait(timeout=120)
     finally:
@@ -270,27 +221,28 @@ def test_agent_docker_runs_a_task_in_containers(tmp_path, server, podman):
             p.kill()
     err = p.stderr.read()
     assert rc == 0, err
-    assert "docker" in server.registers[0]["labels"]
-    assert [f["status"] for f in server.finishes] == ["failed"], err
-    done = {e["step"]: (e["status"], e["exit_code"]) for e in server.events if e["type"] == "step_finished"}
-    assert done == {0: ("success", 0), 99: ("success", 0), 101: ("success", 0), 102: ("success", 0),
-                    103: ("failed", 4)}
-    assert podman.containers("spool.task=d1") == []
-    assert not os.path.exists(tmp_path / "work" / "d1")
+    nodes = json.loads(run_spool("nodes", "list", "--json", data=dci.server.data, check=True).stdout)["items"]
+    assert "docker" in nodes[0]["labels"], nodes
+    _, wfs = dci.wait_pipeline(1)
+    assert dci.jobs(wfs[0]["id"])["build"]["status"] == "failed", err
+    assert build_steps(dci) == {0: ("success", 0), 99: ("success", 0), 101: ("success", 0), 102: ("success", 0),
+                                103: ("failed", 4)}
+    assert podman.containers("spool.work_dir=" + os.path.realpath(tmp_path / "work")) == []
+    assert [d for d in os.listdir(tmp_path / "work") if os.path.isdir(tmp_path / "work" / d)] == []
 
 
-def test_agent_docker_removes_containers_left_by_a_killed_agent(tmp_path, server, podman):
-    server.add_task(docker_task("d2", ["echo started; sleep 1000"], [{"image": IMAGE}, SERVICE]))
-    p = start_agent(tmp_path, server, podman.socket)
+def test_agent_docker_removes_containers_left_by_a_killed_agent(tmp_path, dci, podman):
+    dci.repo.commit("ci", {".circleci/config.yml": docker_config(["echo started; sleep 1000"])})
+    dci.repo.push("main")
+    p = start_agent(tmp_path, dci, podman.socket)
     try:
-        wait_for(lambda: any(e["type"] == "step_started" and e["step"] == 101 for e in list(server.events)),
-                 timeout=60, what="step 101 to start")
+        wait_for(lambda: 101 in (build_steps(dci) or {}), timeout=60, what="step 101 to start")
     finally:
         p.kill()  # SIGKILL: no teardown
         p.wait()
     work = os.path.realpath(tmp_path / "work")
     assert len(podman.containers("spool.work_dir=" + work)) == 2
-    p = start_agent(tmp_path, server, podman.socket)
+    p = start_agent(tmp_path, dci, podman.socket)
     try:
         wait_for(lambda: podman.containers("spool.work_dir=" + work) == [], timeout=60,
                  what="the leftover containers to be removed")
