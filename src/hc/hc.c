@@ -11,7 +11,7 @@
  * a request in the close callback of its timer. The client counts both
  * (nopen) and is freed after hc_free once the count reaches zero.
  */
-#include "hc.h"
+#include "hc_internal.h"
 
 #include <h2o/socket.h>
 #include <http_parser.h>
@@ -31,11 +31,14 @@ typedef struct conn conn_t;
 
 struct hc {
     uv_loop_t *loop;
-    char *host;   /* for Host: and TLS; "localhost" for a unix socket */
-    char *port;   /* decimal, or NULL for a unix socket */
-    char *prefix; /* the base's path, without a trailing slash */
-    char *socket; /* unix socket path, or NULL */
-    SSL_CTX *ssl; /* https only */
+    char *host;        /* for Host: and TLS; "localhost" for a unix socket */
+    char *port;        /* decimal, or NULL for a unix socket */
+    char *prefix;      /* the base's path, without a trailing slash */
+    char *socket;      /* unix socket path, or NULL */
+    SSL_CTX *ssl;      /* https only */
+    char *authority;   /* host[:port] as Host: gives it (brackets for IPv6, no default port) */
+    char *hostport;    /* host:port always, for CONNECT */
+    hc__proxy_t proxy; /* an HTTP proxy from the environment, or none */
     conn_t *idle;
     int nidle;
     int nopen; /* requests and connections not yet freed */
@@ -56,6 +59,9 @@ struct conn {
     hc_req_t *req;                 /* NULL when idle or abandoned */
     struct addrinfo *ai_list, *ai; /* tcp: the addresses, and the one tried */
     conn_t *next;                  /* in the idle list */
+    http_parser tp;                /* the proxy's answer to CONNECT */
+    char *connect_req;             /* that request, while it is written */
+    bool tunneled;
 };
 
 struct hc_req {
@@ -81,17 +87,26 @@ static void req_conn_failed(hc_req_t *r, const char *why);
 static void req_send(hc_req_t *r, conn_t *k);
 static void conn_open(hc_req_t *r, struct addrinfo *list, struct addrinfo *ai);
 static void req_fail_soon(hc_req_t *r);
+static void on_handshake(h2o_socket_t *sock, const char *err);
 
 /* ---- client lifetime ------------------------------------------------ */
+
+static void client_clear(hc_t *c)
+{
+    if (c->ssl) SSL_CTX_free(c->ssl);
+    free(c->host);
+    free(c->port);
+    free(c->authority);
+    free(c->hostport);
+    free(c->prefix);
+    free(c->socket);
+    hc__proxy_clear(&c->proxy);
+}
 
 static void client_release(hc_t *c)
 {
     if (--c->nopen > 0 || !c->closing) return;
-    if (c->ssl) SSL_CTX_free(c->ssl);
-    free(c->host);
-    free(c->port);
-    free(c->prefix);
-    free(c->socket);
+    client_clear(c);
     free(c);
     sp_handle_closed();
 }
@@ -103,6 +118,8 @@ static void on_conn_closed(uv_handle_t *h)
     conn_t *k = sp_container_of(h, conn_t, u.h);
     hc_t *c = k->c;
     if (k->ai_list) freeaddrinfo(k->ai_list);
+    if (k->connect_req) explicit_bzero(k->connect_req, strlen(k->connect_req)); /* may hold proxy credentials */
+    free(k->connect_req);
     free(k);
     client_release(c);
 }
@@ -170,6 +187,72 @@ static void on_handshake(h2o_socket_t *sock, const char *err)
     if (k->req) req_send(k->req, k);
 }
 
+/* ---- https through an HTTP proxy: CONNECT, then TLS in the tunnel ---- */
+
+static void tunnel_fail(conn_t *k, const char *why)
+{
+    hc_req_t *r = k->req;
+    hc_t *c = k->c;
+    conn_close(k);
+    if (r == NULL) return;
+    snprintf(r->err, sizeof r->err, "proxy %s:%s: %s", c->proxy.host, c->proxy.port, why);
+    req_conn_failed(r, NULL);
+}
+
+static int on_tunnel_headers(http_parser *p) { return 1; /* an answer to CONNECT has no body */ }
+
+static int on_tunnel_complete(http_parser *p)
+{
+    conn_t *k = p->data;
+    k->tunneled = true;
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static const http_parser_settings tunnel_settings = {.on_headers_complete = on_tunnel_headers,
+                                                     .on_message_complete = on_tunnel_complete};
+
+static void on_tunnel_read(h2o_socket_t *sock, const char *err)
+{
+    conn_t *k = sock->data;
+    if (k == NULL || k->req == NULL) return;
+    size_t n = http_parser_execute(&k->tp, &tunnel_settings, sock->input->bytes, sock->input->size);
+    enum http_errno e = HTTP_PARSER_ERRNO(&k->tp);
+    h2o_buffer_consume(&sock->input, n);
+    char why[128];
+    if (e != HPE_OK && e != HPE_PAUSED) {
+        tunnel_fail(k, http_errno_description(e));
+    } else if (!k->tunneled) {
+        if (err != NULL) tunnel_fail(k, "closed the connection before answering CONNECT");
+    } else if (k->tp.status_code / 100 != 2) {
+        snprintf(why, sizeof why, "refused the tunnel to %s (HTTP %d)", k->c->hostport, k->tp.status_code);
+        tunnel_fail(k, why);
+    } else if (sock->input->size != 0) {
+        tunnel_fail(k, "sent bytes before the TLS handshake");
+    } else {
+        h2o_socket_read_stop(sock);
+        h2o_socket_ssl_handshake(sock, k->c->ssl, k->c->host, on_handshake);
+    }
+}
+
+static void on_tunnel_written(h2o_socket_t *sock, const char *err)
+{
+    conn_t *k = sock->data;
+    if (k != NULL && k->req != NULL && err != NULL) tunnel_fail(k, err);
+}
+
+static void tunnel_start(conn_t *k)
+{
+    hc_t *c = k->c;
+    k->connect_req = sp_xasprintf("CONNECT %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: " HC_USERAGENT "\r\n%s\r\n",
+                                  c->hostport, c->hostport, c->proxy.auth ? c->proxy.auth : "");
+    http_parser_init(&k->tp, HTTP_RESPONSE);
+    k->tp.data = k;
+    h2o_iovec_t b = h2o_iovec_init(k->connect_req, strlen(k->connect_req));
+    h2o_socket_write(k->sock, &b, 1, on_tunnel_written);
+    h2o_socket_read_start(k->sock, on_tunnel_read);
+}
+
 static void on_connected(uv_connect_t *cr, int status)
 {
     conn_t *k = cr->data;
@@ -195,7 +278,10 @@ static void on_connected(uv_connect_t *cr, int status)
     k->sock = h2o_uv_socket_create(&k->u.s, on_conn_closed);
     k->sock->data = k;
     if (k->c->ssl != NULL) {
-        h2o_socket_ssl_handshake(k->sock, k->c->ssl, k->c->host, on_handshake);
+        if (k->c->proxy.host != NULL)
+            tunnel_start(k);
+        else
+            h2o_socket_ssl_handshake(k->sock, k->c->ssl, k->c->host, on_handshake);
         return;
     }
     req_send(r, k);
@@ -210,9 +296,11 @@ static void conn_open(hc_req_t *r, struct addrinfo *list, struct addrinfo *ai)
         /* Blocks the loop while the name resolves: the loops that reach
          * tcp servers are the agent's private ones. */
         struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-        int gai = getaddrinfo(c->host, c->port, &hints, &list);
+        const char *host = c->proxy.host ? c->proxy.host : c->host, *port = c->proxy.host ? c->proxy.port : c->port;
+        int gai = getaddrinfo(host, port, &hints, &list);
         if (gai != 0) {
-            snprintf(r->err, sizeof r->err, "cannot resolve %s: %s", c->host, gai_strerror(gai));
+            snprintf(r->err, sizeof r->err, "cannot resolve %s%s: %s", c->proxy.host ? "the proxy " : "", host,
+                     gai_strerror(gai));
             req_fail_soon(r);
             return;
         }
@@ -475,9 +563,11 @@ static void on_timer(uv_timer_t *t)
 static char *make_head(hc_t *c, const hc_call_t *call)
 {
     sp_buf_t b = {0};
-    sp_buf_printf(&b, "%s %s%s HTTP/1.1\r\nHost: %s", call->method, c->prefix, call->path, c->host);
-    if (c->port && strcmp(c->port, c->ssl ? "443" : "80") != 0) sp_buf_printf(&b, ":%s", c->port);
-    sp_buf_printf(&b, "\r\nUser-Agent: " HC_USERAGENT "\r\n");
+    /* Through a proxy, plain http names the whole URL (absolute form). */
+    bool absolute = c->proxy.host != NULL && c->ssl == NULL;
+    sp_buf_printf(&b, "%s %s%s%s%s HTTP/1.1\r\nHost: %s\r\nUser-Agent: " HC_USERAGENT "\r\n", call->method,
+                  absolute ? "http://" : "", absolute ? c->authority : "", c->prefix, call->path, c->authority);
+    if (absolute && c->proxy.auth) sp_buf_addstr(&b, c->proxy.auth);
     if (call->headers) sp_buf_addstr(&b, call->headers);
     bool bodyless = strcmp(call->method, "GET") == 0 || strcmp(call->method, "HEAD") == 0;
     if (call->body_n > 0 || !bodyless) sp_buf_printf(&b, "Content-Length: %zu\r\n", call->body_n);
@@ -539,6 +629,7 @@ static int parse_base(hc_t *c, const char *base, char *err, size_t errlen)
         }
         c->socket = sp_xstrdup(base + 5);
         c->host = sp_xstrdup("localhost");
+        c->authority = sp_xstrdup("localhost");
         c->prefix = sp_xstrdup("");
         return 0;
     }
@@ -549,28 +640,15 @@ static int parse_base(hc_t *c, const char *base, char *err, size_t errlen)
     }
     const char *h = base + (tls ? 8 : 7), *slash = strchr(h, '/');
     size_t hl = slash ? (size_t)(slash - h) : strlen(h);
-    const char *hend = h + hl, *colon = NULL;
-    if (hl > 0 && h[0] == '[') { /* [v6]:port */
-        const char *rb = memchr(h, ']', hl);
-        if (rb == NULL) goto bad;
-        c->host = sp_xasprintf("%.*s", (int)(rb - h - 1), h + 1);
-        if (rb + 1 < hend) {
-            if (rb[1] != ':') goto bad;
-            colon = rb + 1;
-        }
-    } else {
-        colon = memchr(h, ':', hl);
-        c->host = sp_xasprintf("%.*s", (int)((colon ? colon : hend) - h), h);
+    if (hc__hostport(h, hl, tls ? "443" : "80", &c->host, &c->port) != 0) {
+        snprintf(err, errlen, "\"%s\": expected http[s]://host[:port][/path]", base);
+        return SP_EINVAL;
     }
-    if (c->host[0] == 0) goto bad;
-    if (colon != NULL) {
-        char *end;
-        long port = strtol(colon + 1, &end, 10);
-        if (end != hend || port <= 0 || port > 65535) goto bad;
-        c->port = sp_xasprintf("%ld", port);
-    } else {
-        c->port = sp_xstrdup(tls ? "443" : "80");
-    }
+    bool v6 = strchr(c->host, ':') != NULL, dflt = strcmp(c->port, tls ? "443" : "80") == 0;
+    c->hostport = sp_xasprintf(v6 ? "[%s]:%s" : "%s:%s", c->host, c->port);
+    c->authority = dflt ? sp_xasprintf(v6 ? "[%s]" : "%s", c->host) : sp_xstrdup(c->hostport);
+    int rc = hc__proxy_from_env(&c->proxy, tls, c->host, err, errlen);
+    if (rc != 0) return rc;
     c->prefix = sp_xstrdup(slash ? slash : "");
     for (size_t n = strlen(c->prefix); n > 0 && c->prefix[n - 1] == '/';) c->prefix[--n] = 0;
     if (tls) {
@@ -588,9 +666,6 @@ static int parse_base(hc_t *c, const char *base, char *err, size_t errlen)
         if (X509_VERIFY_PARAM_set1_ip_asc(vp, c->host) != 1) X509_VERIFY_PARAM_set1_host(vp, c->host, 0);
     }
     return 0;
-bad:
-    snprintf(err, errlen, "\"%s\": expected http[s]://host[:port][/path]", base);
-    return SP_EINVAL;
 }
 
 int hc_new(hc_t **out, struct uv_loop_s *loop, const char *base, char *err, size_t errlen)
@@ -599,11 +674,7 @@ int hc_new(hc_t **out, struct uv_loop_s *loop, const char *base, char *err, size
     c->loop = loop;
     int rc = parse_base(c, base, err, errlen);
     if (rc != 0) {
-        if (c->ssl) SSL_CTX_free(c->ssl);
-        free(c->host);
-        free(c->port);
-        free(c->prefix);
-        free(c->socket);
+        client_clear(c);
         free(c);
         return rc;
     }

@@ -3,6 +3,7 @@
  * that dropped an idle connection, chunked and until-close bodies,
  * back-pressure, timeouts, TLS checks) is exact. */
 #include "hc/hc.h"
+#include "hc/hc_internal.h"
 #include "test.h"
 
 #include <arpa/inet.h>
@@ -32,6 +33,8 @@ struct srv {
     pthread_t th;
     char path[108];
     int port;
+    char last[4096]; /* the latest request's head, as received */
+    SSL_CTX *tunnel; /* serve_connect: TLS inside the CONNECT tunnel */
 };
 
 static ssize_t srv_recv(int fd, SSL *ssl, char *b, size_t n) { return ssl ? SSL_read(ssl, b, (int)n) : read(fd, b, n); }
@@ -62,6 +65,7 @@ static bool srv_read_request(srv_t *s, int fd, SSL *ssl)
         const char *cl = strcasestr(buf, "\r\nContent-Length: ");
         size_t want = (size_t)(end + 4 - buf) + (cl && cl < end ? strtoul(cl + 18, NULL, 10) : 0);
         if (n >= want) {
+            snprintf(s->last, sizeof s->last, "%.*s", (int)(end + 4 - buf), buf);
             __atomic_add_fetch(&s->nreqs, 1, __ATOMIC_SEQ_CST);
             return true;
         }
@@ -484,4 +488,119 @@ TEST(hc_https_checks_the_certificate_and_the_host_name)
     sp_buf_free(&ok.body);
     sp_buf_free(&name.body);
     sp_buf_free(&untrusted.body);
+}
+
+/* ---- proxies ------------------------------------------------------------- */
+
+static void serve_proxy_http(srv_t *s, int fd, SSL *ssl, int k)
+{
+    if (!srv_read_request(s, fd, ssl)) return;
+    srv_sends(fd, ssl, "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nvia-proxy");
+}
+
+TEST(hc_goes_through_an_http_proxy_named_in_the_environment)
+{
+    srv_t s = {0};
+    srv_start_tcp(&s, serve_proxy_http, 1, NULL);
+    char proxy[128];
+    snprintf(proxy, sizeof proxy, "http://us%%40er:p%%3Ass@127.0.0.1:%d/", s.port);
+    setenv("http_proxy", proxy, 1);
+    setenv("https_proxy", "http://127.0.0.1:1", 1); /* not for http */
+    result_t a = {0};
+    {
+        uv_loop_t loop;
+        uv_loop_init(&loop);
+        hc_t *c;
+        char err[256];
+        T_OK(hc_new(&c, &loop, "http://ci.example.invalid:8080/prefix/", err, sizeof err));
+        get(c, "/x?y=1", 10000, &a);
+        run_until(&loop, &a);
+        close_all(&loop, c);
+    }
+    srv_stop(&s);
+    T_EQ_U64(a.rc, 0);
+    T_ASSERT(a.body.n == 9 && memcmp(a.body.p, "via-proxy", 9) == 0);
+    T_ASSERT(strncmp(s.last, "GET http://ci.example.invalid:8080/prefix/x?y=1 HTTP/1.1\r\n", 57) == 0);
+    T_ASSERT(strstr(s.last, "\r\nHost: ci.example.invalid:8080\r\n") != NULL);
+    T_ASSERT(strstr(s.last, "\r\nProxy-Authorization: Basic dXNAZXI6cDpzcw==\r\n") != NULL); /* us@er:p:ss */
+    /* no_proxy: the same request goes direct, and the name does not resolve. */
+    setenv("NO_PROXY", "localhost, .example.invalid", 1);
+    result_t b = {0};
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    hc_t *c;
+    char err[256];
+    T_OK(hc_new(&c, &loop, "http://ci.example.invalid:8080/", err, sizeof err));
+    get(c, "/", 5000, &b);
+    run_until(&loop, &b);
+    close_all(&loop, c);
+    T_EQ_U64(b.rc, (uint64_t)SP_EIO);
+    T_ASSERT(strstr(b.err, "cannot resolve ci.example.invalid") != NULL);
+    sp_buf_free(&a.body);
+    sp_buf_free(&b.body);
+}
+
+static void serve_connect(srv_t *s, int fd, SSL *unused, int k)
+{
+    if (!srv_read_request(s, fd, NULL)) return;
+    if (k == 1) {
+        srv_sends(fd, NULL, "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n");
+        return;
+    }
+    srv_sends(fd, NULL, "HTTP/1.1 200 Connection established\r\n\r\n");
+    SSL *ssl = SSL_new(s->tunnel);
+    SSL_set_fd(ssl, fd);
+    if (SSL_accept(ssl) == 1) serve_tls(s, fd, ssl, k);
+    SSL_shutdown(ssl);
+    SSL_free(ssl);
+}
+
+TEST(hc_tunnels_https_through_a_proxy)
+{
+    T_ASSERT(make_certs(t));
+    srv_t s = {0};
+    s.tunnel = SSL_CTX_new(TLS_server_method());
+    T_ASSERT(SSL_CTX_use_certificate_file(s.tunnel, t_path(t, "srv.pem"), SSL_FILETYPE_PEM) == 1);
+    T_ASSERT(SSL_CTX_use_PrivateKey_file(s.tunnel, t_path(t, "srv.key"), SSL_FILETYPE_PEM) == 1);
+    srv_start_tcp(&s, serve_connect, 2, NULL);
+    char proxy[128];
+    snprintf(proxy, sizeof proxy, "127.0.0.1:%d", s.port); /* no scheme: http */
+    setenv("HTTPS_PROXY", proxy, 1);
+    setenv("SSL_CERT_FILE", t_path(t, "ca.pem"), 1);
+    result_t ok = tls_get("https://localhost:4443");
+    char inner_head[4096];
+    snprintf(inner_head, sizeof inner_head, "%s", s.last);
+    result_t refused = tls_get("https://localhost:4443");
+    srv_stop(&s);
+    SSL_CTX_free(s.tunnel);
+    T_EQ_U64(ok.rc, 0);
+    T_ASSERT(ok.status == 200 && ok.body.n == 6 && memcmp(ok.body.p, "secure", 6) == 0);
+    T_ASSERT(strncmp(inner_head, "GET / HTTP/1.1\r\n", 16) == 0); /* the last request came through the tunnel */
+    T_EQ_U64(refused.rc, (uint64_t)SP_EIO);
+    T_ASSERT(strstr(refused.err, "refused the tunnel to localhost:4443 (HTTP 403)") != NULL);
+    T_ASSERT(strncmp(s.last, "CONNECT localhost:4443 HTTP/1.1\r\nHost: localhost:4443\r\n", 52) == 0);
+    sp_buf_free(&ok.body);
+    sp_buf_free(&refused.body);
+}
+
+TEST(hc_proxy_settings_are_checked_and_never_echo_a_password)
+{
+    T_ASSERT(hc__no_proxy_match("*", "anything"));
+    T_ASSERT(hc__no_proxy_match("a.com, .example.org", "ci.example.org"));
+    T_ASSERT(hc__no_proxy_match("example.org", "EXAMPLE.org"));
+    T_ASSERT(!hc__no_proxy_match("example.org", "badexample.org"));
+    T_ASSERT(!hc__no_proxy_match("", "example.org"));
+    T_ASSERT(!hc__no_proxy_match(NULL, "example.org"));
+    setenv("https_proxy", "socks5://user:secret@proxy:1080", 1);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    hc_t *c;
+    char err[256];
+    T_RC(SP_EINVAL, hc_new(&c, &loop, "https://server.example", err, sizeof err));
+    T_ASSERT(strstr(err, "socks5") != NULL && strstr(err, "secret") == NULL);
+    setenv("https_proxy", "http://proxy:notaport", 1);
+    T_RC(SP_EINVAL, hc_new(&c, &loop, "https://server.example", err, sizeof err));
+    /* A unix socket never goes through a proxy. */
+    T_OK(hc_new(&c, &loop, "unix:/nonexistent.sock", err, sizeof err));
+    close_all(&loop, c);
 }
