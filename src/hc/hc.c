@@ -28,6 +28,7 @@
 #define HC_USERAGENT "spool/" SP_VERSION
 
 typedef struct conn conn_t;
+typedef struct resolve resolve_t;
 
 struct hc {
     uv_loop_t *loop;
@@ -70,6 +71,7 @@ struct hc_req {
     char *head; /* request line and headers */
     void *body;
     conn_t *conn;
+    resolve_t *resolving; /* a name lookup in flight */
     uv_timer_t timer;
     uint64_t deadline; /* loop ms, 0 for none */
     http_parser parser;
@@ -87,6 +89,7 @@ static void req_conn_failed(hc_req_t *r, const char *why);
 static void req_send(hc_req_t *r, conn_t *k);
 static void conn_open(hc_req_t *r, struct addrinfo *list, struct addrinfo *ai);
 static void req_fail_soon(hc_req_t *r);
+static void resolve_start(hc_req_t *r);
 static void on_handshake(h2o_socket_t *sock, const char *err);
 
 /* ---- client lifetime ------------------------------------------------ */
@@ -117,7 +120,7 @@ static void on_conn_closed(uv_handle_t *h)
 {
     conn_t *k = sp_container_of(h, conn_t, u.h);
     hc_t *c = k->c;
-    if (k->ai_list) freeaddrinfo(k->ai_list);
+    if (k->ai_list) uv_freeaddrinfo(k->ai_list);
     if (k->connect_req) explicit_bzero(k->connect_req, strlen(k->connect_req)); /* may hold proxy credentials */
     free(k->connect_req);
     free(k);
@@ -272,7 +275,7 @@ static void on_connected(uv_connect_t *cr, int status)
         return;
     }
     if (k->ai_list) {
-        freeaddrinfo(k->ai_list);
+        uv_freeaddrinfo(k->ai_list);
         k->ai_list = k->ai = NULL;
     }
     k->sock = h2o_uv_socket_create(&k->u.s, on_conn_closed);
@@ -287,24 +290,61 @@ static void on_connected(uv_connect_t *cr, int status)
     req_send(r, k);
 }
 
+/* ---- name resolution (libuv's thread pool) -------------------------- */
+
+struct resolve {
+    uv_getaddrinfo_t g;
+    hc_t *c;
+    hc_req_t *r; /* NULL once the request has ended */
+};
+
+static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *res)
+{
+    resolve_t *rs = sp_container_of(g, resolve_t, g);
+    hc_t *c = rs->c;
+    hc_req_t *r = rs->r;
+    free(rs);
+    if (r == NULL) {
+        if (res) uv_freeaddrinfo(res);
+    } else if (status != 0) {
+        r->resolving = NULL;
+        snprintf(r->err, sizeof r->err, "cannot resolve %s%s: %s", c->proxy.host ? "the proxy " : "",
+                 c->proxy.host ? c->proxy.host : c->host, uv_strerror(status));
+        req_conn_failed(r, NULL);
+    } else {
+        r->resolving = NULL;
+        conn_open(r, res, res);
+    }
+    client_release(c);
+}
+
+static void resolve_start(hc_req_t *r)
+{
+    hc_t *c = r->c;
+    resolve_t *rs = sp_xcalloc(1, sizeof *rs);
+    rs->c = c;
+    rs->r = r;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    const char *host = c->proxy.host ? c->proxy.host : c->host, *port = c->proxy.host ? c->proxy.port : c->port;
+    int rc = uv_getaddrinfo(c->loop, &rs->g, on_resolved, host, port, &hints);
+    if (rc != 0) {
+        free(rs);
+        snprintf(r->err, sizeof r->err, "cannot resolve %s: %s", host, uv_strerror(rc));
+        req_fail_soon(r);
+        return;
+    }
+    c->nopen++; /* the client outlives the lookup */
+    r->resolving = rs;
+}
+
 /* Opens a connection for r. A tcp connection tries the resolved
  * addresses in turn (localhost may be ::1 first). */
 static void conn_open(hc_req_t *r, struct addrinfo *list, struct addrinfo *ai)
 {
     hc_t *c = r->c;
     if (c->socket == NULL && list == NULL) {
-        /* Blocks the loop while the name resolves: the loops that reach
-         * tcp servers are the agent's private ones. */
-        struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-        const char *host = c->proxy.host ? c->proxy.host : c->host, *port = c->proxy.host ? c->proxy.port : c->port;
-        int gai = getaddrinfo(host, port, &hints, &list);
-        if (gai != 0) {
-            snprintf(r->err, sizeof r->err, "cannot resolve %s%s: %s", c->proxy.host ? "the proxy " : "", host,
-                     gai_strerror(gai));
-            req_fail_soon(r);
-            return;
-        }
-        ai = list;
+        resolve_start(r);
+        return;
     }
     conn_t *k = sp_xcalloc(1, sizeof *k);
     k->c = c;
@@ -364,6 +404,11 @@ static void req_finish(hc_req_t *r, int rc, const char *err)
     r->finished = true;
     req_unlink(r);
     uv_timer_stop(&r->timer);
+    if (r->resolving != NULL) {
+        r->resolving->r = NULL; /* its callback frees it; a queued lookup is dropped */
+        uv_cancel((uv_req_t *)&r->resolving->g);
+        r->resolving = NULL;
+    }
     conn_t *k = r->conn;
     r->conn = NULL;
     if (k != NULL) {

@@ -410,6 +410,15 @@ TEST(hc_refuses_bad_bases_and_reports_a_refused_connection)
     T_ASSERT(strstr(b.err, "cannot resolve no-such-host.invalid") != NULL);
     close_all(&loop, c);
     sp_buf_free(&b.body);
+    /* Canceled while the name is being looked up: done runs at once, the
+     * lookup's own end is absorbed, and nothing leaks. */
+    uv_loop_init(&loop);
+    T_OK(hc_new(&c, &loop, "http://no-such-host.invalid:8080/", err, sizeof err));
+    result_t d = {0};
+    hc_cancel(get(c, "/", 5000, &d));
+    T_ASSERT(d.done && d.rc == SP_ECLOSED);
+    close_all(&loop, c);
+    sp_buf_free(&d.body);
     char *e = hc_escape("a b/c~é");
     T_EQ_STR(e, "a%20b%2Fc~%C3%A9");
     free(e);
