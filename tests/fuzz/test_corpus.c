@@ -15,6 +15,9 @@
 #define LLVMFuzzerTestOneInput fuzz_config_one
 #include "../../tools/fuzz/config.c"
 #undef LLVMFuzzerTestOneInput
+#define LLVMFuzzerTestOneInput fuzz_hc_one
+#include "../../tools/fuzz/hc.c"
+#undef LLVMFuzzerTestOneInput
 
 /* The corpus sits beside this source file's tree. */
 static void corpus_dir(char *out, size_t n, const char *target)
@@ -56,6 +59,7 @@ static int run_corpus(t_ctx_t *t, const char *target, int (*one)(const uint8_t *
     return files;
 }
 
+TEST(fuzz_corpus_hc) { T_ASSERT(run_corpus(t, "hc", fuzz_hc_one) >= 7); }
 TEST(fuzz_corpus_record) { T_ASSERT(run_corpus(t, "record", fuzz_record_one) >= 3); }
 
 TEST(fuzz_corpus_ingest) { T_ASSERT(run_corpus(t, "ingest", fuzz_ingest_one) >= 6); }
