@@ -83,3 +83,96 @@ const char *proj__str(const json_t *o, const char *key)
     const char *s = json_string_value(json_object_get(o, key));
     return s ? s : "";
 }
+
+/* ---- the per-batch document cache ---- */
+
+size_t proj_doc_cache_max = 4096;
+
+typedef struct {
+    json_t *doc;
+    unsigned tbl;
+    bool dirty;
+    char key[]; /* the document's own key */
+} cached_t;
+
+static char *cache_key(unsigned tbl, const char *key) { return sp_xasprintf("%u:%s", tbl, key); }
+
+static void cached_free(cached_t *e)
+{
+    json_decref(e->doc);
+    free(e);
+}
+
+int proj__docs_get(proj__docs_t *d, log_kvtxn_t *t, unsigned tbl, const char *key, json_t **out)
+{
+    char *k = cache_key(tbl, key);
+    cached_t *e = sp_map_get(&d->map, k);
+    if (e != NULL) {
+        free(k);
+        *out = json_incref(e->doc);
+        return 0;
+    }
+    json_t *doc = NULL;
+    int rc = proj__doc_get(t, tbl, SP_SLICE_STR(key), &doc);
+    if (rc == 0 && sp_map_len(&d->map) >= proj_doc_cache_max && (rc = proj__docs_flush(d, t)) != 0) json_decref(doc);
+    if (rc != 0) {
+        free(k);
+        return rc;
+    }
+    size_t kn = strlen(key);
+    e = sp_xmalloc(sizeof *e + kn + 1);
+    *e = (cached_t){.doc = json_incref(doc), .tbl = tbl};
+    memcpy(e->key, key, kn + 1);
+    sp_map_set(&d->map, k, e);
+    free(k);
+    *out = doc;
+    return 0;
+}
+
+int proj__docs_put(proj__docs_t *d, log_kvtxn_t *t, unsigned tbl, const char *key, json_t *doc)
+{
+    char *k = cache_key(tbl, key);
+    cached_t *e = sp_map_get(&d->map, k);
+    if (e == NULL) {
+        int rc = sp_map_len(&d->map) >= proj_doc_cache_max ? proj__docs_flush(d, t) : 0;
+        if (rc != 0) {
+            free(k);
+            return rc;
+        }
+        size_t kn = strlen(key);
+        e = sp_xmalloc(sizeof *e + kn + 1);
+        *e = (cached_t){.tbl = tbl};
+        memcpy(e->key, key, kn + 1);
+        sp_map_set(&d->map, k, e);
+    } else {
+        json_decref(e->doc);
+    }
+    free(k);
+    e->doc = json_incref(doc);
+    e->dirty = true;
+    return 0;
+}
+
+int proj__docs_flush(proj__docs_t *d, log_kvtxn_t *t)
+{
+    size_t i = 0;
+    const char *k;
+    void *v;
+    int rc = 0;
+    while (rc == 0 && sp_map_next(&d->map, &i, &k, &v)) {
+        cached_t *e = v;
+        if (e->dirty) rc = proj__doc_put(t, e->tbl, SP_SLICE_STR(e->key), e->doc);
+    }
+    proj__docs_discard(d);
+    return rc;
+}
+
+void proj__docs_discard(proj__docs_t *d)
+{
+    size_t i = 0;
+    const char *k;
+    void *v;
+    while (sp_map_next(&d->map, &i, &k, &v)) cached_free(v);
+    sp_map_free(&d->map);
+    d->map = (sp_map_t){0};
+}

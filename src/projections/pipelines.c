@@ -47,6 +47,7 @@ static void key_id_u32s(sp_buf_t *k, const char *id, const uint32_t *v, int nv)
 
 typedef struct {
     log_kvtxn_t *t;
+    proj__docs_t *docs; /* pipeline, workflow, job and counters documents */
     const log_event_t *ev;
     const json_t *b;
     unsigned pipeline, config, by_project, by_number, by_delivery, counters, workflow, wf_of, active, job, job_number,
@@ -81,10 +82,10 @@ static int put_id(ctx_t *c, unsigned tbl, sp_slice_t key, const char *id)
 static int bump_counter(ctx_t *c, const char *slug, const char *which, json_int_t n)
 {
     json_t *doc = NULL;
-    if (proj__doc_get(c->t, c->counters, SP_SLICE_STR(slug), &doc) != 0)
+    if (proj__docs_get(c->docs, c->t, c->counters, slug, &doc) != 0)
         doc = json_pack("{s:i, s:i}", "pipeline", 0, "job", 0);
     if (json_integer_value(json_object_get(doc, which)) < n) json_object_set_new(doc, which, json_integer(n));
-    int rc = proj__doc_put(c->t, c->counters, SP_SLICE_STR(slug), doc);
+    int rc = proj__docs_put(c->docs, c->t, c->counters, slug, doc);
     json_decref(doc);
     return rc;
 }
@@ -116,7 +117,7 @@ static int pipeline_created(ctx_t *c)
                             "login", proj__str(b, "actor"), "avatar_url", "", "trigger_parameters",
                             params ? params : json_object(), "vcs", vcs, "_delivery", opt_str(b, "delivery"));
     if (doc == NULL) return SP_EINVAL;
-    int rc = proj__doc_put(c->t, c->pipeline, SP_SLICE_STR(id), doc);
+    int rc = proj__docs_put(c->docs, c->t, c->pipeline, id, doc);
     json_decref(doc);
     sp_buf_t k = {0};
     key_slug_num(&k, slug, ~(uint64_t)number);
@@ -136,10 +137,10 @@ static int pipeline_created(ctx_t *c)
 static int pipeline_update(ctx_t *c, const char *id, void (*fn)(ctx_t *c, json_t *doc))
 {
     json_t *doc;
-    if (proj__doc_get(c->t, c->pipeline, SP_SLICE_STR(id), &doc) != 0) return 0;
+    if (proj__docs_get(c->docs, c->t, c->pipeline, id, &doc) != 0) return 0;
     fn(c, doc);
     json_object_set_new(doc, "updated_at", proj__time(c->ev->time_ns));
-    int rc = proj__doc_put(c->t, c->pipeline, SP_SLICE_STR(id), doc);
+    int rc = proj__docs_put(c->docs, c->t, c->pipeline, id, doc);
     json_decref(doc);
     return rc;
 }
@@ -207,7 +208,7 @@ static bool is_active(const char *s)
 static int refresh_workflow(ctx_t *c, const char *wf_id)
 {
     json_t *wf;
-    if (proj__doc_get(c->t, c->workflow, SP_SLICE_STR(wf_id), &wf) != 0) return 0;
+    if (proj__docs_get(c->docs, c->t, c->workflow, wf_id, &wf) != 0) return 0;
     if (!json_is_null(json_object_get(wf, "stopped_at"))) {
         json_decref(wf);
         return 0;
@@ -217,7 +218,7 @@ static int refresh_workflow(ctx_t *c, const char *wf_id)
     json_t *jid;
     json_array_foreach (json_object_get(wf, "_jobs"), i, jid) {
         json_t *job;
-        if (proj__doc_get(c->t, c->job, SP_SLICE_STR(json_string_value(jid)), &job) != 0) continue;
+        if (proj__docs_get(c->docs, c->t, c->job, json_string_value(jid), &job) != 0) continue;
         const char *st = proj__str(job, "status");
         failing |= is_failure(st);
         active |= is_active(st);
@@ -226,7 +227,7 @@ static int refresh_workflow(ctx_t *c, const char *wf_id)
     }
     const char *status = failing ? "failing" : (on_hold && !active) ? "on_hold" : "running";
     json_object_set_new(wf, "status", json_string(status));
-    int rc = proj__doc_put(c->t, c->workflow, SP_SLICE_STR(wf_id), wf);
+    int rc = proj__docs_put(c->docs, c->t, c->workflow, wf_id, wf);
     json_decref(wf);
     return rc;
 }
@@ -236,7 +237,7 @@ static int workflow_created(ctx_t *c)
     const json_t *b = c->b;
     const char *id = proj__str(b, "id"), *pid = proj__str(b, "pipeline_id");
     json_t *p;
-    if (proj__doc_get(c->t, c->pipeline, SP_SLICE_STR(pid), &p) != 0) return 0;
+    if (proj__docs_get(c->docs, c->t, c->pipeline, pid, &p) != 0) return 0;
     const char *slug = proj__str(p, "project_slug");
     json_t *wf =
         json_pack("{s:s, s:s, s:s, s:O, s:s, s:s, s:s, s:o, s:n, s:[], s:I}", "id", id, "name", proj__str(b, "name"),
@@ -271,7 +272,7 @@ static int workflow_created(ctx_t *c)
             json_object_set_new(doc, "approval_request_id", json_string(jid));
         else
             json_object_set_new(doc, "job_number", json_integer(number));
-        rc = proj__doc_put(c->t, c->job, SP_SLICE_STR(jid), doc);
+        rc = proj__docs_put(c->docs, c->t, c->job, jid, doc);
         json_decref(doc);
         if (rc == 0 && !approval) {
             sp_buf_t k = {0};
@@ -282,13 +283,13 @@ static int workflow_created(ctx_t *c)
         }
         if (rc != 0) break;
     }
-    if (rc == 0) rc = proj__doc_put(c->t, c->workflow, SP_SLICE_STR(id), wf);
+    if (rc == 0) rc = proj__docs_put(c->docs, c->t, c->workflow, id, wf);
     if (rc == 0) {
         /* Reruns share their original's index in the config, so the key is
          * the pipeline's own count of workflows. */
         uint32_t ord = (uint32_t)json_integer_value(json_object_get(p, "_workflows"));
         json_object_set_new(p, "_workflows", json_integer(ord + 1));
-        rc = proj__doc_put(c->t, c->pipeline, SP_SLICE_STR(pid), p);
+        rc = proj__docs_put(c->docs, c->t, c->pipeline, pid, p);
     }
     if (rc == 0) {
         sp_buf_t k = {0};
@@ -307,12 +308,12 @@ static int workflow_finished(ctx_t *c)
 {
     const char *id = proj__str(c->b, "id");
     json_t *wf;
-    if (proj__doc_get(c->t, c->workflow, SP_SLICE_STR(id), &wf) != 0) return 0;
+    if (proj__docs_get(c->docs, c->t, c->workflow, id, &wf) != 0) return 0;
     json_object_set_new(wf, "status", json_string(proj__str(c->b, "status")));
     json_object_set_new(wf, "stopped_at", proj__time(c->ev->time_ns));
     if (*proj__str(c->b, "canceled_by"))
         json_object_set_new(wf, "canceled_by", json_string(proj__str(c->b, "canceled_by")));
-    int rc = proj__doc_put(c->t, c->workflow, SP_SLICE_STR(id), wf);
+    int rc = proj__docs_put(c->docs, c->t, c->workflow, id, wf);
     json_decref(wf);
     return rc ? rc : log_kvtxn_del(c->t, c->active, SP_SLICE_STR(id));
 }
@@ -325,11 +326,11 @@ static int job_update(ctx_t *c, void (*fn)(ctx_t *c, json_t *job))
 {
     const char *id = proj__str(c->b, "id");
     json_t *job;
-    if (proj__doc_get(c->t, c->job, SP_SLICE_STR(id), &job) != 0) return 0;
+    if (proj__docs_get(c->docs, c->t, c->job, id, &job) != 0) return 0;
     char before[32];
     snprintf(before, sizeof before, "%s", proj__str(job, "status"));
     fn(c, job);
-    int rc = proj__doc_put(c->t, c->job, SP_SLICE_STR(id), job);
+    int rc = proj__docs_put(c->docs, c->t, c->job, id, job);
     char wf[ID_MAX];
     snprintf(wf, sizeof wf, "%s", proj__str(job, "workflow_id"));
     bool changed = strcmp(before, proj__str(job, "status")) != 0;
@@ -650,7 +651,7 @@ static int apply_pipelines(void *state, log_kvtxn_t *t, const log_event_t *ev)
     if (!handled(ev->type)) return 0;
     json_t *b = proj__body(ev);
     if (b == NULL) return SP_ECORRUPT;
-    ctx_t c = {.t = t, .ev = ev, .b = b};
+    ctx_t c = {.t = t, .docs = state, .ev = ev, .b = b};
     int rc = open_tables(&c);
     if (rc == 0) {
         switch (ev->type) {
@@ -681,4 +682,13 @@ static int apply_pipelines(void *state, log_kvtxn_t *t, const log_event_t *ev)
     return rc;
 }
 
-const proj_ops_t proj_pipelines_ops = {.name = "pipelines", .version = 3, .apply = apply_pipelines, .tables = names};
+static int flush_pipelines(void *state, log_kvtxn_t *t) { return proj__docs_flush(state, t); }
+static void discard_pipelines(void *state) { proj__docs_discard(state); }
+
+const proj_ops_t proj_pipelines_ops = {.name = "pipelines",
+                                       .version = 3,
+                                       .state_size = sizeof(proj__docs_t),
+                                       .apply = apply_pipelines,
+                                       .flush = flush_pipelines,
+                                       .discard = discard_pipelines,
+                                       .tables = names};

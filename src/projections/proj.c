@@ -147,7 +147,10 @@ int proj_open(proj_t **out, log_t *log, const char *dir, const proj_ops_t *const
 
 static void reset_states(proj_t *p)
 {
-    for (size_t i = 0; i < p->n; i++) memset(p->slots[i].state, 0, p->slots[i].ops->state_size);
+    for (size_t i = 0; i < p->n; i++) {
+        if (p->slots[i].ops->discard) p->slots[i].ops->discard(p->slots[i].state);
+        memset(p->slots[i].state, 0, p->slots[i].ops->state_size);
+    }
 }
 
 /* Applies up to BATCH events after the lowest checkpoint in one views

@@ -29,6 +29,9 @@ typedef struct {
     int (*apply)(void *state, log_kvtxn_t *t, const log_event_t *ev);
     /* Optional: writes what apply buffered, before the batch commits. */
     int (*flush)(void *state, log_kvtxn_t *t);
+    /* Optional: drops what apply buffered when the batch is aborted
+     * (before the state is zeroed). */
+    void (*discard)(void *state);
     /* Every table it uses ("<name>.<table>"), NULL-terminated. They are
      * created when the projection opens: readers cannot see tables made
      * later (see log_kvtxn_table). */
@@ -81,6 +84,9 @@ void proj_unsubscribe(proj_t *p, proj_notify_cb cb, void *arg);
  * value>" in key order, checkpoints excluded (they hold versions, not
  * state). Used to prove a rebuild gives identical views. */
 int proj_dump(proj_t *p, sp_buf_t *out);
+/* How many documents a projection keeps parsed during one batch before
+ * it writes them out (4096; tests lower it to exercise those writes). */
+extern size_t proj_doc_cache_max;
 
 /* ---- the counts projection: events per type and per UTC day ---- */
 extern const proj_ops_t proj_counts_ops;

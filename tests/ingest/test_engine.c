@@ -7,7 +7,9 @@
 #include "ingest/engine.h"
 #include "ingest/ingest.h"
 
+#include <ftw.h>
 #include <semaphore.h>
+#include <stdio.h>
 #include <zstd.h>
 
 typedef struct {
@@ -62,6 +64,24 @@ static int wait_done(env_t *v, sync_t *s)
     int rc = proj_wait(v->proj, s->seq, 10000000000LL);
     char msg[300];
     if (rc != 0 && proj_failed(v->proj, msg, sizeof msg)) printf("# projector: %s\n", msg);
+    return rc;
+}
+
+static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw) { return remove(path); }
+
+/* Opens the views (rebuilding them from the log when they are gone),
+ * catches up and dumps them. */
+static int dump_views(t_ctx_t *t, sp_buf_t *out)
+{
+    log_t *log;
+    proj_t *p;
+    int rc = log_open(&log, t_path(t, "log"), NULL, NULL, 0);
+    if (rc != 0) return rc;
+    if ((rc = proj_open(&p, log, t_path(t, "views"), proj_all, proj_all_count, NULL, 0)) == 0) {
+        if ((rc = proj_catch_up(p)) == 0) rc = proj_dump(p, out);
+        proj_close(p);
+    }
+    log_close(log);
     return rc;
 }
 
@@ -281,6 +301,19 @@ TEST(engine_pipeline_from_trigger_to_finished_workflow)
     T_ASSERT(c.task == NULL);
     sem_destroy(&c.sem);
     env_close(&v);
+    /* The views the projector built as the events came equal a rebuild
+     * from the log in one batch whose document cache writes out and
+     * forgets after every 2 documents. */
+    sp_buf_t live = {0}, rebuilt = {0};
+    T_OK(dump_views(t, &live));
+    nftw(t_path(t, "views"), rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    proj_doc_cache_max = 2;
+    T_OK(dump_views(t, &rebuilt));
+    proj_doc_cache_max = 4096;
+    T_ASSERT(live.n > 0 && live.n == rebuilt.n && memcmp(live.p, rebuilt.p, live.n) == 0);
+    T_ASSERT(memmem(live.p, live.n, "pipelines.job", 13) != NULL);
+    sp_buf_free(&live);
+    sp_buf_free(&rebuilt);
 }
 
 TEST(engine_lost_agent_fails_the_job_and_restart_resumes_state)
