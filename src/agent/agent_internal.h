@@ -251,8 +251,6 @@ int agent__http_post(agent__http_t *h, const char *path, const char *ctype, cons
 /* Any thread: makes the request in flight, and every later one, return
  * SP_ECLOSED at once. */
 void agent__http_abort(agent__http_t *h);
-/* URL-escapes s into a malloc'ed string (caller frees with free). */
-char *agent__http_escape(const char *s);
 void agent__http_free(agent__http_t *h);
 
 /* ---- the uploader of one task (report.c) ------------------------------- */

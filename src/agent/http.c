@@ -76,8 +76,6 @@ void agent__http_abort(agent__http_t *h)
     uv_async_send(&h->wake);
 }
 
-char *agent__http_escape(const char *s) { return hc_escape(s); }
-
 typedef struct {
     bool done;
     int rc;

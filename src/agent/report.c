@@ -338,8 +338,8 @@ int agent__report_new(agent__report_t **out, const agent__report_opts_t *o)
     if (r->o.zstd_level == 0) r->o.zstd_level = 3;
     r->task_id = sp_xstrdup(o->task_id);
     r->lease = sp_xstrdup(o->lease);
-    r->esc_id = agent__http_escape(o->task_id);
-    r->esc_lease = agent__http_escape(o->lease);
+    r->esc_id = hc_escape(o->task_id);
+    r->esc_lease = hc_escape(o->lease);
     r->tail = &r->head;
     r->cctx = ZSTD_createCCtx();
     pthread_mutex_init(&r->mu, NULL);

@@ -163,6 +163,16 @@ static hc_req_t *get(hc_t *c, const char *path, long timeout_ms, result_t *r)
     return hc_call(c, &k);
 }
 
+/* A fresh loop and a client of the scripted server's unix socket. */
+static hc_t *client_of(uv_loop_t *loop, const srv_t *s)
+{
+    uv_loop_init(loop);
+    hc_t *c;
+    char err[256], base[200];
+    snprintf(base, sizeof base, "unix:%s", s->path);
+    return hc_new(&c, loop, base, err, sizeof err) == 0 ? c : NULL;
+}
+
 static void close_all(uv_loop_t *loop, hc_t *c)
 {
     hc_free(c);
@@ -192,11 +202,8 @@ TEST(hc_reuses_a_connection_and_retries_when_the_server_dropped_it)
     srv_t s = {0};
     srv_start_unix(&s, t, serve_keepalive, 2);
     uv_loop_t loop;
-    uv_loop_init(&loop);
-    hc_t *c;
-    char err[256], base[200];
-    snprintf(base, sizeof base, "unix:%s", s.path);
-    T_OK(hc_new(&c, &loop, base, err, sizeof err));
+    hc_t *c = client_of(&loop, &s);
+    T_ASSERT(c != NULL);
     result_t a = {0}, b = {0};
     get(c, "/a", 10000, &a);
     run_until(&loop, &a);
@@ -232,11 +239,8 @@ TEST(hc_reads_chunked_empty_and_until_close_bodies)
     srv_t s = {0};
     srv_start_unix(&s, t, serve_bodies, 1);
     uv_loop_t loop;
-    uv_loop_init(&loop);
-    hc_t *c;
-    char err[256], base[200];
-    snprintf(base, sizeof base, "unix:%s", s.path);
-    T_OK(hc_new(&c, &loop, base, err, sizeof err));
+    hc_t *c = client_of(&loop, &s);
+    T_ASSERT(c != NULL);
     result_t r[3] = {0};
     for (int i = 0; i < 3; i++) {
         get(c, "/x", 10000, &r[i]);
@@ -331,11 +335,8 @@ TEST(hc_back_pressure_keeps_every_byte_up_to_the_end)
     srv_t s = {0};
     srv_start_unix(&s, t, serve_big, 2);
     uv_loop_t loop;
-    uv_loop_init(&loop);
-    hc_t *c;
-    char err[256], base[200];
-    snprintf(base, sizeof base, "unix:%s", s.path);
-    T_OK(hc_new(&c, &loop, base, err, sizeof err));
+    hc_t *c = client_of(&loop, &s);
+    T_ASSERT(c != NULL);
     stream_once(t, c, &loop); /* ends at the close */
     if (t->failed) return;
     stream_once(t, c, &loop); /* ends at its length */
@@ -359,11 +360,8 @@ TEST(hc_times_out_and_cancels)
     srv_t s = {0};
     srv_start_unix(&s, t, serve_silent, 2);
     uv_loop_t loop;
-    uv_loop_init(&loop);
-    hc_t *c;
-    char err[256], base[200];
-    snprintf(base, sizeof base, "unix:%s", s.path);
-    T_OK(hc_new(&c, &loop, base, err, sizeof err));
+    hc_t *c = client_of(&loop, &s);
+    T_ASSERT(c != NULL);
     result_t a = {0}, b = {0};
     uint64_t t0 = uv_hrtime();
     get(c, "/slow", 150, &a);
